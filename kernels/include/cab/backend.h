@@ -1,0 +1,66 @@
+// The backend interface: every compute op of the service, implemented by the CPU backend (the
+// reference and embedded default) and by the CUDA backend (a plugin loaded with dlopen).
+// Backends are thread-safe: the server calls them from several worker threads at once.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cab/coarse.h"
+#include "cab/evict.h"
+#include "cab/graph.h"
+#include "cab/mask.h"
+#include "cab/params.h"
+#include "cab/tensor.h"
+
+namespace cab {
+
+struct HeadDiagnostics {
+  CurvatureStats curvature;
+  double density = 0;  // kept pairs / causal pairs of the answered rows
+};
+
+struct MaskDiagnostics {
+  std::vector<HeadDiagnostics> heads;  // [B * Hq], (b, h) order
+  double density = 0;                  // over all heads
+  double prediction_flops = 0;         // estimate of the predictor's arithmetic (see docs/)
+};
+
+struct MaskResult {
+  BlockMask mask;
+  MaskDiagnostics diagnostics;  // filled only when asked for
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Name() const = 0;          // "cpu", "cuda"
+  virtual std::vector<std::string> Devices() const = 0;
+
+  // SPEC 1. x: [B, H, N, D], any dtype.
+  virtual absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size) = 0;
+
+  // SPEC 2 for one (batch, query head); exposed for diagnostics and the cross-backend test.
+  virtual absl::StatusOr<HeadGraph> Graph(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,
+                                          Coarsening query_coarsening, const GraphParams& p) = 0;
+
+  // SPEC 2 + 3 for every (batch, query head). q and k must share batch, blocks and block size;
+  // q.heads must be a multiple of k.heads.
+  virtual absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k,
+                                                 const MaskParams& p, bool diagnostics) = 0;
+
+  // SPEC 4.
+  virtual absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) = 0;
+};
+
+struct CpuBackendOptions {
+  int threads = 0;  // 0: hardware concurrency (bounded)
+};
+std::unique_ptr<Backend> MakeCpuBackend(const CpuBackendOptions& options = {});
+
+// Estimate of the predictor's floating-point work for M blocks, D dims, H heads (see docs/).
+double PredictionFlops(int64_t tokens, int blocks, int dim, int heads, int degree);
+
+}  // namespace cab

@@ -31,6 +31,9 @@ struct MaskDiagnostics {
 struct MaskResult {
   BlockMask mask;
   MaskDiagnostics diagnostics;  // filled only when asked for
+  // Wall time of the two stages inside PredictMask, for the server's per-stage metrics.
+  double graph_seconds = 0;     // scores, affinity, graph, curvature
+  double select_seconds = 0;    // per-row selection and mask assembly
 };
 
 class Backend {

@@ -33,6 +33,10 @@ struct HeadGraph {
 absl::StatusOr<HeadGraph> BuildHeadGraphCpu(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,
                                             Coarsening query_coarsening, const GraphParams& p);
 
+// Only S and A of the head (adjacency, degree and curvature left empty): what magnitude needs.
+absl::StatusOr<HeadGraph> BuildHeadAffinityCpu(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,
+                                               Coarsening query_coarsening, const GraphParams& p);
+
 // Graph over key blocks alone (eviction without queries): S = Kc Kc^T / sqrt(D) on max-L2 keys.
 absl::StatusOr<HeadGraph> BuildKeyGraphCpu(const CoarseBlocks& k, int b, int h, const GraphParams& p);
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cab/params.h"
 #include "cab/tensor.h"
 
 namespace cab {
@@ -22,6 +23,9 @@ struct CoarseBlocks {
   // Per [batch, heads, blocks]: best squared norm so far and token count (for incremental append).
   std::vector<float> best_norm2;
   std::vector<int32_t> count;
+  // False when kmin/kmax are copies of client-sent representatives rather than real channel
+  // bounds (CoarseFromRepresentatives without kmin/kmax): the quest estimator refuses such keys.
+  bool has_bounds = true;
 
   size_t Offset(int b, int h, int m) const {
     return ((static_cast<size_t>(b) * heads + h) * blocks + m) * dim;

@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev prometheus-cpp-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus python3-grpcio python3-grpc-tools python3-numpy
+  prometheus python3-grpcio python3-grpc-tools python3-numpy python3-yaml
   curl openssl ca-certificates procps
 )
 

@@ -1,0 +1,20 @@
+// PredictMask and Graph on the CPU: validation of the coarse inputs and the per-(batch, head) work.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "cab/backend.h"
+#include "thread_pool.h"
+
+namespace cab::cpu {
+
+// Largest M the CPU backend accepts: per head it holds a few M x M arrays (about 13 bytes per pair).
+constexpr int kMaxBlocks = 16384;
+
+// Checks that q and k are consistent coarse states (sizes, shared batch / blocks / dim / block size,
+// q.heads a multiple of k.heads); errors name "q.<field>" or "k.<field>".
+absl::Status CheckCoarsePair(const CoarseBlocks& q, const CoarseBlocks& k);
+
+absl::StatusOr<MaskResult> PredictMaskCpu(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
+                                          bool diagnostics, ThreadPool& pool);
+
+}  // namespace cab::cpu

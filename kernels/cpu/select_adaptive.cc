@@ -1,0 +1,64 @@
+// adaptive (SPEC 3, the prototype's AdaptiveCurvaturePredictor): the budget follows the row.
+// Kept, as a union:
+//  - the diagonal and the sink blocks 0..sink_blocks-1;
+//  - the smallest set of candidates, by descending A (ties: lower j), whose A sums to at least
+//    adaptive_tau of the row's mass (the row's A sums to 1 over its candidates);
+//  - every candidate that is a graph edge of row i with curvature F < mean - adaptive_z * std, where
+//    mean and std (population) are over the row's candidate edges (a row with fewer than 2 edges adds none);
+//  - if that is fewer than min_keep blocks, the highest-A rest up to min(min_keep, candidates).
+// RowBudget (sparsity, blocks_per_row) does not apply.
+#include <algorithm>
+#include <cmath>
+
+#include "select.h"
+
+namespace cab::cpu {
+
+void SelectAdaptive(const HeadSelectInput& in, int row, RowPicker& picker) {
+  const MaskParams& p = *in.params;
+  const HeadGraph& g = *in.graph;
+  const int n = CandidateCount(p, in.blocks, row);
+  picker.SetBudget(n);
+  for (int j = 0; j < p.sink_blocks; ++j) picker.Add(j);
+
+  // Mass coverage over all candidates (the diagonal and sinks count toward the mass when reached).
+  const float* s = g.score.data() + static_cast<size_t>(row) * g.blocks;
+  std::vector<int32_t> order(n);
+  for (int j = 0; j < n; ++j) order[j] = j;
+  std::sort(order.begin(), order.end(), [s](int32_t a, int32_t b) {
+    const float x = RankKey(s[a]), y = RankKey(s[b]);
+    return x > y || (x == y && a < b);
+  });
+  // The small slack keeps tau = 1 from needing blocks of zero mass because of float rounding.
+  const double target = static_cast<double>(p.adaptive_tau) - 1e-6;
+  double mass = 0;
+  for (int32_t j : order) {
+    if (mass >= target) break;
+    mass += g.A(row, j);
+    picker.Add(j);
+  }
+
+  // Curvature outliers among the row's edges (two-pass mean and population std, in double).
+  std::vector<int32_t> edges;
+  for (int j = 0; j < n; ++j) {
+    if (g.IsEdge(row, j) && !std::isnan(g.F(row, j))) edges.push_back(j);
+  }
+  if (edges.size() >= 2) {
+    double mean = 0, var = 0;
+    for (int32_t j : edges) mean += g.F(row, j);
+    mean /= edges.size();
+    for (int32_t j : edges) var += (g.F(row, j) - mean) * (g.F(row, j) - mean);
+    const double threshold = mean - static_cast<double>(p.adaptive_z) * std::sqrt(var / edges.size());
+    for (int32_t j : edges) {
+      if (g.F(row, j) < threshold) picker.Add(j);
+    }
+  }
+
+  const int floor = std::min(p.min_keep, n);
+  if (picker.size() < floor) {
+    picker.SetBudget(floor);
+    FillByImportance(g, row, picker);
+  }
+}
+
+}  // namespace cab::cpu

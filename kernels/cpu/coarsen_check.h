@@ -1,0 +1,20 @@
+// Private to kernels/cpu: validation of CoarseBlocks handed in by callers (the server keeps
+// them in sessions; clients may build them from their own representatives).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "cab/coarse.h"
+#include "cab/tensor.h"
+
+namespace cab {
+
+// Dimensions positive, tokens consistent with blocks * block_size, every array of its size.
+// `what` names the argument in the message ("q", "k", "state").
+absl::Status CheckCoarse(const CoarseBlocks& c, const std::string& what);
+
+// Rank-4 tensor with a known dtype (CheckTensor plus the dtype enum range).
+absl::Status CheckTensor4(const TensorView& x, const std::string& what);
+
+}  // namespace cab

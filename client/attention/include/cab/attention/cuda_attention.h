@@ -1,0 +1,65 @@
+// Device-pointer entry points of the CUDA kernels, for callers that keep tensors on the GPU (the
+// benchmark, the GPU tests, a model runner). Everything is asynchronous on `stream` (a
+// cudaStream_t passed as void* so that this header needs no CUDA headers). Without CUDA built in,
+// every call returns UNIMPLEMENTED.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "cab/tensor.h"
+
+namespace cab::attention::cuda {
+
+// Block-sparse prefill. Tensors are contiguous row-major: q, o [B, Hq, N, D]; k, v [B, Hkv, N, D].
+// The mask lives on the device in one of two layouts, over mask_heads (Hq, or 1 = shared) heads
+// and M = ceil(N / block_size) rows:
+//  - BSR (as cab::BlockMask holds it): row_offsets [B * mask_heads * M + 1], col_indices;
+//  - FlexAttention: kv_num_blocks [B, mask_heads, M], kv_indices [B, mask_heads, M, max_k].
+// Set exactly one of row_offsets or kv_num_blocks.
+struct PrefillArgs {
+  DType dtype = DType::kBF16;  // kBF16 or kF16; o has the same dtype
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* o = nullptr;
+  int batch = 0, q_heads = 0, kv_heads = 0, head_dim = 0;  // head_dim 64 or 128
+  int64_t tokens = 0;
+  int block_size = 128;  // 64 or 128
+  bool causal = true;
+  float scale = 0;       // 0: 1 / sqrt(D)
+  int mask_heads = 0;
+  const int64_t* row_offsets = nullptr;
+  const int32_t* col_indices = nullptr;
+  const int32_t* kv_num_blocks = nullptr;
+  const int32_t* kv_indices = nullptr;
+  int max_k = 0;
+};
+absl::Status Prefill(const PrefillArgs& args, void* stream);
+
+// Decode with split-K: q, o [B, Hq, T, D]; k, v [B, Hkv, N, D]; indices [B, Hkv, keep] int32
+// ascending (nullptr: all N tokens, keep ignored). workspace: DecodeWorkspaceBytes of device memory.
+struct DecodeArgs {
+  DType dtype = DType::kBF16;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* o = nullptr;
+  int batch = 0, q_heads = 0, kv_heads = 0, q_len = 1, head_dim = 0;
+  int64_t tokens = 0;
+  const int32_t* indices = nullptr;
+  int64_t keep = 0;
+  float scale = 0;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int splits = 0;  // 0: chosen from the problem size and the GPU's multiprocessor count
+};
+size_t DecodeWorkspaceBytes(const DecodeArgs& args);
+absl::Status Decode(const DecodeArgs& args, void* stream);
+
+// Checks the fields of `args` that the kernels rely on (shape, dtype, head_dim, block size).
+absl::Status CheckPrefillArgs(const PrefillArgs& args);
+absl::Status CheckDecodeArgs(const DecodeArgs& args);
+
+}  // namespace cab::attention::cuda

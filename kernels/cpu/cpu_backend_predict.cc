@@ -59,6 +59,9 @@ absl::Status CheckCoarsePair(const CoarseBlocks& q, const CoarseBlocks& k) {
 
 absl::StatusOr<MaskResult> PredictMaskCpu(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                           bool diagnostics, ThreadPool& pool) {
+  if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
+    return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
+  }
   if (auto s = p.Validate(); !s.ok()) return s;
   if (auto s = CheckCoarsePair(q, k); !s.ok()) return s;
   const int m = q.blocks;

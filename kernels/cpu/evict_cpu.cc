@@ -129,6 +129,9 @@ absl::StatusOr<EvictShape> ResolveShape(const EvictInputs& in, const EvictParams
 }  // namespace
 
 absl::StatusOr<KeepIndices> EvictCpu(const EvictInputs& in, const EvictParams& p, ThreadPool& pool) {
+  if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(EvictPolicy::kRandom)) {
+    return absl::InvalidArgumentError(absl::StrCat("policy: unknown eviction policy ", static_cast<int>(p.policy)));
+  }
   if (auto s = p.Validate(); !s.ok()) return s;
   auto shape_or = ResolveShape(in, p);
   if (!shape_or.ok()) return shape_or.status();

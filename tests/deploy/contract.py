@@ -10,8 +10,8 @@ SERVICE_NAME = "cab.v1.MaskPredictor"
 
 # cab-server flags; each is also read from the environment as CAB_<FLAG IN UPPER CASE>.
 FLAGS = (
-    "listen", "metrics_listen", "port_file", "backend", "plugin_dir", "threads", "max_tokens",
-    "max_heads", "max_head_dim", "max_message_bytes", "max_sessions", "max_session_bytes",
+    "listen", "metrics_listen", "port_file", "backend", "plugin_dir", "threads", "max_queue",
+    "max_tokens", "max_heads", "max_head_dim", "max_blocks", "max_message_bytes", "max_sessions", "max_session_bytes",
     "max_total_bytes", "session_idle_timeout_s", "tls_cert", "tls_key", "tls_client_ca",
     "auth_token_file", "drain_grace_s", "max_batch", "max_queue_delay_us",
 )

@@ -31,7 +31,9 @@ struct Dev {
 };
 void Upload(Dev& d, const void* src, size_t n) {
   ASSERT_EQ(cudaMalloc(&d.p, n ? n : 1), cudaSuccess);
-  if (n) ASSERT_EQ(cudaMemcpy(d.p, src, n, cudaMemcpyHostToDevice), cudaSuccess);
+  if (n) {
+    ASSERT_EQ(cudaMemcpy(d.p, src, n, cudaMemcpyHostToDevice), cudaSuccess);
+  }
 }
 std::vector<float> DownloadWiden(const Dev& d, DType dtype, int64_t n) {
   std::vector<uint16_t> raw(n);

@@ -1,0 +1,324 @@
+// Block-sparse attention benchmark on the GPU (CUDA events, median of --reps after warm-up).
+// For each N: random bf16 Q/K/V [1, H, N, D] on the device; max-L2 block representatives computed
+// on the device; masks from the CAB predictor (CPU backend, in process; policy cab, or dense at
+// sparsity 0); each mask written in the FlexAttention layout (.npy) for flex_bench.py; then the
+// block-sparse prefill timed on the BSR mask (and once on the Flex layout). Also decode over
+// keep-indices (split-K) at the same N. Prints a table and writes CSV to --out.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cab/attention/cuda_attention.h"
+#include "cab/backend.h"
+#include "cab/coarse.h"
+#include "cab/params.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                   \
+  do {                                                                                     \
+    cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                               \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+struct Flags {
+  std::vector<int64_t> n = {16384, 65536, 131072};
+  std::vector<double> sparsity = {0, 0.9, 0.95, 0.99};
+  int heads = 32, dim = 128, block = 128, reps = 10, warmup = 3;
+  std::string out = "attention-bench";
+  std::string masks = "cab";  // cab | synthetic
+  bool decode = true;
+};
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string x; std::getline(ss, x, ',');) out.push_back(x);
+  return out;
+}
+
+Flags Parse(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    const auto eq = a.find('=');
+    const std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
+    if (key == "--n") { f.n.clear(); for (auto& x : Split(val)) f.n.push_back(std::stoll(x)); }
+    else if (key == "--sparsity") { f.sparsity.clear(); for (auto& x : Split(val)) f.sparsity.push_back(std::stod(x)); }
+    else if (key == "--heads") f.heads = std::stoi(val);
+    else if (key == "--dim") f.dim = std::stoi(val);
+    else if (key == "--block") f.block = std::stoi(val);
+    else if (key == "--reps") f.reps = std::stoi(val);
+    else if (key == "--warmup") f.warmup = std::stoi(val);
+    else if (key == "--out") f.out = val;
+    else if (key == "--masks") f.masks = val;
+    else if (key == "--no_decode") f.decode = false;
+    else { std::fprintf(stderr, "unknown flag %s\n", a.c_str()); std::exit(2); }
+  }
+  return f;
+}
+
+__device__ uint32_t Hash(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+// Uniform values in [-amp, amp] (never zeros: zeros hide bugs and time faster).
+__global__ void FillRandom(__nv_bfloat16* p, int64_t n, uint64_t seed, float amp) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float u = (Hash(seed * 0x9e3779b97f4a7c15ULL + i) >> 8) * (1.0f / 16777216.0f);
+    p[i] = __float2bfloat16_rn((2.f * u - 1.f) * amp);
+  }
+}
+// Max-L2 representative per (head, block): one CTA per block, one warp per token at a time.
+__global__ void MaxL2Reps(const __nv_bfloat16* x, float* reps, int64_t n, int d, int bs, int blocks) {
+  const int hb = blockIdx.x, h = hb / blocks, m = hb % blocks;
+  __shared__ float best[32];
+  __shared__ int64_t arg[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  float bn = -1.f;
+  int64_t bt = 0;
+  for (int64_t t = int64_t(m) * bs + warp; t < min(n, int64_t(m + 1) * bs); t += warps) {
+    const __nv_bfloat16* row = x + (int64_t(h) * n + t) * d;
+    float s = 0.f;
+    for (int c = lane; c < d; c += 32) { const float v = __bfloat162float(row[c]); s += v * v; }
+    for (int off = 16; off; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (s > bn) { bn = s; bt = t; }  // tokens visited ascending: ties keep the lowest index
+  }
+  if (lane == 0) { best[warp] = bn; arg[warp] = bt; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < warps; ++w) {
+      if (best[w] > best[0] || (best[w] == best[0] && arg[w] < arg[0])) { best[0] = best[w]; arg[0] = arg[w]; }
+    }
+  }
+  __syncthreads();
+  const __nv_bfloat16* row = x + (int64_t(h) * n + arg[0]) * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) reps[(int64_t(h) * blocks + m) * d + c] = __bfloat162float(row[c]);
+}
+
+void WriteNpyInt32(const std::string& path, const std::vector<int64_t>& shape, const int32_t* data) {
+  std::string dict = "{'descr': '<i4', 'fortran_order': False, 'shape': (";
+  int64_t n = 1;
+  for (auto s : shape) { dict += std::to_string(s) + ", "; n *= s; }
+  dict += "), }";
+  const size_t total = 10 + dict.size() + 1;
+  dict += std::string((64 - total % 64) % 64, ' ') + "\n";
+  std::ofstream f(path, std::ios::binary);
+  const char magic[] = "\x93NUMPY\x01\x00";
+  f.write(magic, 8);
+  const uint16_t len = static_cast<uint16_t>(dict.size());
+  f.write(reinterpret_cast<const char*>(&len), 2);
+  f.write(dict.data(), dict.size());
+  f.write(reinterpret_cast<const char*>(data), n * 4);
+}
+
+// A stand-in when the predictor is unavailable: diagonal, sink, local window and evenly spread
+// blocks, with the cab row budget. Reported as "synthetic" in the table.
+cab::BlockMask SyntheticMask(int heads, int blocks, double sparsity) {
+  cab::MaskParams p;
+  p.sparsity = static_cast<float>(sparsity);
+  cab::BlockMask m;
+  m.batch = 1; m.heads = heads; m.rows = m.cols = blocks;
+  m.row_offsets.push_back(0);
+  for (int h = 0; h < heads; ++h) {
+    for (int i = 0; i < blocks; ++i) {
+      const int k = std::min(i + 1, std::max(1, cab::RowBudget(p, i)));
+      std::vector<int32_t> row = {i};
+      if (i > 0) row.push_back(0);
+      if (i > 1) row.push_back(i - 1);
+      for (int e = 0; static_cast<int>(row.size()) < k; ++e) row.push_back(static_cast<int32_t>((int64_t(e) * 7919 + h * 31 + i) % i));
+      std::sort(row.begin(), row.end());
+      row.erase(std::unique(row.begin(), row.end()), row.end());
+      for (int32_t j = 0; static_cast<int>(row.size()) < k && j < i; ++j) {
+        if (!std::binary_search(row.begin(), row.end(), j)) { row.push_back(j); std::sort(row.begin(), row.end()); }
+      }
+      m.col_indices.insert(m.col_indices.end(), row.begin(), row.end());
+      m.row_offsets.push_back(static_cast<int64_t>(m.col_indices.size()));
+    }
+  }
+  return m;
+}
+
+double Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+template <typename Fn>
+double TimeMedianMs(Fn fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<cudaEvent_t> ev(2 * reps);
+  for (auto& e : ev) CHECK_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < reps; ++i) {
+    CHECK_CUDA(cudaEventRecord(ev[2 * i]));
+    fn();
+    CHECK_CUDA(cudaEventRecord(ev[2 * i + 1]));
+  }
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> ms(reps);
+  for (int i = 0; i < reps; ++i) CHECK_CUDA(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+  for (auto& e : ev) cudaEventDestroy(e);
+  return Median(ms);
+}
+
+struct Buf {
+  void* p = nullptr;
+  explicit Buf(size_t n) { CHECK_CUDA(cudaMalloc(&p, n ? n : 1)); }
+  ~Buf() { cudaFree(p); }
+  template <typename T> T* as() const { return static_cast<T*>(p); }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Flags f = Parse(argc, argv);
+  std::string cmd = "mkdir -p '" + f.out + "'";
+  if (std::system(cmd.c_str()) != 0) return 1;
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  auto backend = cab::MakeCpuBackend();
+  const int H = f.heads, D = f.dim, BS = f.block;
+  std::ofstream csv(f.out + "/attention_bench.csv");
+  csv << "n,sparsity,mask_source,density,kept_blocks,predict_ms_cpu,ours_ms,ours_flex_layout_ms,ours_tflops_kept\n";
+  std::ofstream dcsv(f.out + "/decode_bench.csv");
+  dcsv << "n,keep,q_heads,kv_heads,ms,gbps\n";
+  std::printf("%8s %6s %10s %8s %10s %10s %10s %12s\n", "N", "sparse", "masks", "density", "predict_ms", "ours_ms",
+              "flexlay_ms", "TFLOP/s kept");
+  for (int64_t N : f.n) {
+    const int M = static_cast<int>((N + BS - 1) / BS);
+    const int64_t elems = int64_t(H) * N * D;
+    Buf q(elems * 2), k(elems * 2), v(elems * 2), o(elems * 2);
+    FillRandom<<<1024, 256>>>(q.as<__nv_bfloat16>(), elems, 1 + N, 1.f);
+    FillRandom<<<1024, 256>>>(k.as<__nv_bfloat16>(), elems, 2 + N, 1.f);
+    FillRandom<<<1024, 256>>>(v.as<__nv_bfloat16>(), elems, 3 + N, 1.f);
+    CHECK_CUDA(cudaGetLastError());
+    // Coarse representatives on the device, the predictor on the CPU backend.
+    Buf rq(size_t(H) * M * D * 4), rk(size_t(H) * M * D * 4);
+    MaxL2Reps<<<H * M, 256>>>(q.as<__nv_bfloat16>(), rq.as<float>(), N, D, BS, M);
+    MaxL2Reps<<<H * M, 256>>>(k.as<__nv_bfloat16>(), rk.as<float>(), N, D, BS, M);
+    CHECK_CUDA(cudaGetLastError());
+    std::vector<float> hq(size_t(H) * M * D), hk(hq.size());
+    CHECK_CUDA(cudaMemcpy(hq.data(), rq.p, hq.size() * 4, cudaMemcpyDeviceToHost));
+    CHECK_CUDA(cudaMemcpy(hk.data(), rk.p, hk.size() * 4, cudaMemcpyDeviceToHost));
+    const cab::TensorView vq{hq.data(), cab::DType::kF32, {1, H, M, D}}, vk{hk.data(), cab::DType::kF32, {1, H, M, D}};
+    auto cq = cab::CoarseFromRepresentatives(vq, nullptr, nullptr, BS, N);
+    auto ck = cab::CoarseFromRepresentatives(vk, nullptr, nullptr, BS, N);
+
+    for (double s : f.sparsity) {
+      cab::BlockMask mask;
+      std::string source = f.masks;
+      double predict_ms = 0;
+      if (f.masks == "cab" && cq.ok() && ck.ok()) {
+        cab::MaskParams p;
+        p.policy = s == 0 ? cab::MaskPolicy::kDense : cab::MaskPolicy::kCab;
+        p.sparsity = static_cast<float>(s);
+        const auto t0 = std::chrono::steady_clock::now();
+        auto r = backend->PredictMask(*cq, *ck, p, false);
+        predict_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (r.ok()) {
+          mask = std::move(r->mask);
+          source = s == 0 ? "dense" : "cab";
+        } else {
+          std::fprintf(stderr, "PredictMask failed (%s); using the synthetic mask\n", r.status().ToString().c_str());
+          source = "synthetic";
+        }
+      } else if (f.masks == "cab") {
+        std::fprintf(stderr, "coarse reps failed: %s\n", (cq.ok() ? ck.status() : cq.status()).ToString().c_str());
+        source = "synthetic";
+      }
+      if (source == "synthetic") mask = SyntheticMask(H, M, s);
+      // Flex layout (own conversion, so the bench does not depend on the format code's state).
+      int max_k = 1;
+      const int64_t rows = int64_t(H) * M;
+      for (int64_t r = 0; r < rows; ++r) max_k = std::max<int>(max_k, mask.row_offsets[r + 1] - mask.row_offsets[r]);
+      std::vector<int32_t> num(rows), idx(rows * max_k, 0);
+      for (int64_t r = 0; r < rows; ++r) {
+        num[r] = static_cast<int32_t>(mask.row_offsets[r + 1] - mask.row_offsets[r]);
+        std::copy(mask.col_indices.begin() + mask.row_offsets[r], mask.col_indices.begin() + mask.row_offsets[r + 1], idx.begin() + r * max_k);
+      }
+      char tag[64];
+      std::snprintf(tag, sizeof tag, "n%lld_s%.2f", static_cast<long long>(N), s);
+      WriteNpyInt32(f.out + "/flex_" + tag + "_num.npy", {1, H, M}, num.data());
+      WriteNpyInt32(f.out + "/flex_" + tag + "_idx.npy", {1, H, M, max_k}, idx.data());
+
+      Buf doff(mask.row_offsets.size() * 8), dcol(mask.col_indices.size() * 4), dnum(num.size() * 4), didx(idx.size() * 4);
+      CHECK_CUDA(cudaMemcpy(doff.p, mask.row_offsets.data(), mask.row_offsets.size() * 8, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(dcol.p, mask.col_indices.data(), mask.col_indices.size() * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(dnum.p, num.data(), num.size() * 4, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(didx.p, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+      cab::attention::cuda::PrefillArgs a;
+      a.dtype = cab::DType::kBF16;
+      a.q = q.p; a.k = k.p; a.v = v.p; a.o = o.p;
+      a.batch = 1; a.q_heads = H; a.kv_heads = H; a.head_dim = D; a.tokens = N; a.block_size = BS;
+      a.causal = true; a.mask_heads = H;
+      a.row_offsets = doff.as<int64_t>(); a.col_indices = dcol.as<int32_t>();
+      auto run = [&] {
+        auto st = cab::attention::cuda::Prefill(a, nullptr);
+        if (!st.ok()) { std::fprintf(stderr, "prefill: %s\n", st.ToString().c_str()); std::exit(1); }
+      };
+      CHECK_CUDA(cudaMemset(o.p, 0xff, elems * 2));
+      const double ms = TimeMedianMs(run, f.warmup, f.reps);
+      // Every output written (the poison is NaN) and finite.
+      std::vector<uint16_t> ho(std::min<int64_t>(elems, 1 << 22));
+      CHECK_CUDA(cudaMemcpy(ho.data(), static_cast<char*>(o.p) + (elems - ho.size()) * 2, ho.size() * 2, cudaMemcpyDeviceToHost));
+      for (uint16_t x : ho) if ((x & 0x7f80) == 0x7f80) { std::fprintf(stderr, "non-finite output\n"); return 1; }
+      cab::attention::cuda::PrefillArgs af = a;
+      af.row_offsets = nullptr; af.col_indices = nullptr;
+      af.kv_num_blocks = dnum.as<int32_t>(); af.kv_indices = didx.as<int32_t>(); af.max_k = max_k;
+      const double ms_flex = TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(af, nullptr); }, 1, std::max(3, f.reps / 2));
+      CHECK_CUDA(cudaGetLastError());
+      const double kept = static_cast<double>(mask.kept());
+      const double density = kept / (double(H) * M * (M + 1) / 2);
+      const double tflops = 4.0 * D * BS * BS * kept / (ms * 1e-3) / 1e12;
+      std::printf("%8lld %6.2f %10s %8.4f %10.1f %10.3f %10.3f %12.1f\n", static_cast<long long>(N), s, source.c_str(), density,
+                  predict_ms, ms, ms_flex, tflops);
+      std::fflush(stdout);
+      csv << N << "," << s << "," << source << "," << density << "," << mask.kept() << "," << predict_ms << "," << ms << ","
+          << ms_flex << "," << tflops << "\n";
+    }
+    if (f.decode) {
+      // Decode: one new query per head, GQA 4 (32 q heads over 8 kv heads), keep-indices spread
+      // over the cache; bandwidth counts the K and V rows read.
+      const int Hkv = H / 4;
+      for (double s : f.sparsity) {
+        const int64_t keep = std::max<int64_t>(1, static_cast<int64_t>(N * (1 - s)));
+        std::vector<int32_t> idx(size_t(Hkv) * keep);
+        for (int h = 0; h < Hkv; ++h)
+          for (int64_t e = 0; e < keep; ++e) idx[h * keep + e] = static_cast<int32_t>(e * N / keep + (h % 2) * ((N / keep) > 1));
+        Buf didx(idx.size() * 4), dq(size_t(H) * D * 2), dout(size_t(H) * D * 2);
+        FillRandom<<<64, 256>>>(dq.as<__nv_bfloat16>(), int64_t(H) * D, 7 + N, 1.f);
+        CHECK_CUDA(cudaMemcpy(didx.p, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+        cab::attention::cuda::DecodeArgs d;
+        d.dtype = cab::DType::kBF16;
+        d.q = dq.p; d.k = k.p; d.v = v.p; d.o = dout.p;  // k, v reinterpreted as [1, Hkv, N, D]
+        d.batch = 1; d.q_heads = H; d.kv_heads = Hkv; d.q_len = 1; d.head_dim = D; d.tokens = N;
+        if (s > 0) { d.indices = didx.as<int32_t>(); d.keep = keep; }
+        d.workspace_bytes = cab::attention::cuda::DecodeWorkspaceBytes(d);
+        Buf ws(d.workspace_bytes);
+        d.workspace = ws.p;
+        const double ms = TimeMedianMs([&] { (void)cab::attention::cuda::Decode(d, nullptr); }, f.warmup, f.reps * 5);
+        CHECK_CUDA(cudaGetLastError());
+        const double gbps = 2.0 * Hkv * keep * D * 2 / (ms * 1e-3) / 1e9;
+        std::printf("decode N=%lld keep=%lld Hq=%d Hkv=%d: %.4f ms, %.0f GB/s of K/V rows\n", static_cast<long long>(N),
+                    static_cast<long long>(keep), H, Hkv, ms, gbps);
+        dcsv << N << "," << keep << "," << H << "," << Hkv << "," << ms << "," << gbps << "\n";
+      }
+    }
+  }
+  return 0;
+}

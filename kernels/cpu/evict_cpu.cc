@@ -12,8 +12,8 @@
 namespace cab::cpu {
 namespace {
 
-// Upper bound on the indices one call returns, so a huge `keep` x `tokens` fails cleanly.
-constexpr int64_t kMaxIndices = int64_t{1} << 31;
+// Upper bound on the indices one call returns (1 GiB of int64), so a huge keep fails cleanly.
+constexpr int64_t kMaxIndices = int64_t{1} << 27;
 
 // The dimensions every input must agree on, resolved from the tensors and the explicit fields.
 struct EvictShape {

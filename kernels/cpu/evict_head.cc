@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_set>
 
 #include "seeded_rng.h"
 #include "select.h"
@@ -22,25 +23,29 @@ std::vector<int64_t> EvictH2O(const EvictHeadInput& in, const EvictParams& p, in
   return picker.Finish();
 }
 
-// streaming: the first sink_tokens tokens, then the most recent.
+// streaming: the first sink_tokens tokens, then the most recent. Neither this nor random needs a
+// tensor, so N may be large: both run in O(keep), never O(N).
 std::vector<int64_t> EvictStreaming(const EvictHeadInput& in, const EvictParams& p, int64_t keep) {
-  TokenPicker picker(in.tokens, keep);
-  for (int64_t t = 0; t < p.sink_tokens && !picker.Full(); ++t) picker.Add(t);
-  picker.AddRecent(keep);
-  return picker.Finish();
+  const int64_t sinks = std::min<int64_t>(p.sink_tokens, keep);
+  std::vector<int64_t> kept(keep);
+  std::iota(kept.begin(), kept.begin() + sinks, 0);
+  std::iota(kept.begin() + sinks, kept.end(), in.tokens - (keep - sinks));  // keep < N: no overlap
+  return kept;
 }
 
-// random: a seeded uniform sample of `keep` tokens, per (seed, b, kv head).
+// random: a seeded uniform sample of `keep` of the N tokens, per (seed, b, kv head), by Floyd's
+// algorithm (one draw per kept token).
 std::vector<int64_t> EvictRandom(const EvictHeadInput& in, const EvictParams& p, int64_t keep) {
   SeededRng rng(p.seed, {static_cast<uint64_t>(in.batch_index), static_cast<uint64_t>(in.kv_head)});
-  std::vector<int64_t> all(in.tokens);
-  std::iota(all.begin(), all.end(), 0);
-  for (int64_t t = 0; t < keep; ++t) {
-    std::swap(all[t], all[t + static_cast<int64_t>(rng.Below(in.tokens - t))]);
+  std::unordered_set<int64_t> chosen;
+  chosen.reserve(keep);
+  for (int64_t j = in.tokens - keep; j < in.tokens; ++j) {
+    const int64_t t = static_cast<int64_t>(rng.Below(j + 1));
+    chosen.insert(chosen.count(t) ? j : t);
   }
-  all.resize(keep);
-  std::sort(all.begin(), all.end());
-  return all;
+  std::vector<int64_t> kept(chosen.begin(), chosen.end());
+  std::sort(kept.begin(), kept.end());
+  return kept;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 #include <optional>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "cab/coarse.h"
@@ -56,14 +57,12 @@ absl::StatusOr<EvictShape> ResolveShape(const EvictInputs& in, const EvictParams
     case EvictPolicy::kRandom:
       break;
   }
-  if (in.scores) {
-    if (auto s = CheckTensor(*in.scores, 3, "scores"); !s.ok()) return s;
-  }
-  if (in.keys) {
-    if (auto s = CheckTensor(*in.keys, 4, "keys"); !s.ok()) return s;
-  }
-  if (in.window) {
-    if (auto s = CheckTensor(*in.window, 4, "window"); !s.ok()) return s;
+  for (auto [t, rank, name] : {std::tuple{in.scores, 3, "scores"}, {in.keys, 4, "keys"}, {in.window, 4, "window"}}) {
+    if (t == nullptr) continue;
+    if (auto s = CheckTensor(*t, rank, name); !s.ok()) return s;
+    if (t->dtype != DType::kF32 && t->dtype != DType::kF16 && t->dtype != DType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": unknown dtype ", static_cast<int>(t->dtype)));
+    }
   }
 
   EvictShape shape;

@@ -22,13 +22,25 @@ void MaskOutsideSupport(int M, bool causal, float* s) {
   }
 }
 
-// sum_d max(q_d * lo_d, q_d * hi_d): a plain loop over d the compiler turns into vector max/add.
+// sum_d max(q_d * lo_d, q_d * hi_d). A single float accumulator would be a serial chain the
+// compiler may not reorder (no -ffast-math); kLanes independent partial sums let it use vector
+// max/add across the lanes.
+constexpr int kLanes = 8;
 inline float QuestBound(const float* q, const float* lo, const float* hi, int D) {
-  float sum = 0.f;
-  for (int d = 0; d < D; ++d) {
-    const float a = q[d] * lo[d], b = q[d] * hi[d];
-    sum += a > b ? a : b;
+  float acc[kLanes] = {};
+  int d = 0;
+  for (; d + kLanes <= D; d += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float a = q[d + l] * lo[d + l], b = q[d + l] * hi[d + l];
+      acc[l] += a > b ? a : b;
+    }
   }
+  for (; d < D; ++d) {
+    const float a = q[d] * lo[d], b = q[d] * hi[d];
+    acc[0] += a > b ? a : b;
+  }
+  float sum = 0.f;
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
   return sum;
 }
 

@@ -1,0 +1,190 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+#include "coarsen_kernel.h"
+#include "cuda_status.h"
+
+namespace cab::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float Widen(float v) { return v; }
+__device__ __forceinline__ float Widen(__half v) { return __half2float(v); }
+__device__ __forceinline__ float Widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Loads VEC consecutive elements (16 bytes when VEC * sizeof(T) == 16) and widens them.
+template <typename T, int VEC>
+__device__ __forceinline__ void LoadVec(const T* p, float (&out)[VEC]) {
+  if constexpr (VEC * sizeof(T) == 16) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out[i] = Widen(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out[i] = Widen(p[i]);
+  }
+}
+
+// One CTA per (block m, batch*head). Threads are laid out as NT token groups of V lanes; lane v of
+// a group owns channels [v*VEC, v*VEC+VEC) of every token the group visits, so each token row is read
+// once with coalesced 16-byte loads. kShuffle: V is a power of two <= 32, so a token's lanes share
+// a warp and its squared norm is reduced with shuffles (deterministic); otherwise shared atomics.
+template <typename T, int VEC, bool kShuffle>
+__global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
+  extern __shared__ double smem_d[];
+  const int D = a.dim, V = D / VEC, NT = kThreads / V;
+  const int m = blockIdx.x;
+  const int64_t bh = blockIdx.y;
+  const int M = gridDim.x;
+  const int64_t first = static_cast<int64_t>(m) * a.block_size;
+  const int cnt = static_cast<int>(a.tokens - first < a.block_size ? a.tokens - first : a.block_size);
+  double* norm = smem_d;                                           // [block_size]
+  float* red = reinterpret_cast<float*>(smem_d + a.block_size);   // [3][NT][D]
+  const int tid = threadIdx.x, tg = tid / V, v = tid % V;
+  const bool active = tg < NT;
+  if (!kShuffle) {
+    for (int n = tid; n < cnt; n += kThreads) norm[n] = 0.0;
+    __syncthreads();
+  }
+
+  float sum[VEC], mn[VEC], mx[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) { sum[i] = 0.f; mn[i] = FLT_MAX; mx[i] = -FLT_MAX; }
+
+  const T* base = static_cast<const T*>(a.x) + (bh * a.tokens + first) * D + v * VEC;
+  // Every lane of a token group runs the same trip count, so shuffles see full groups.
+  const int trips = active ? (cnt - tg + NT - 1) / NT : 0;
+  for (int t = 0; t < trips; ++t) {
+    const int n = tg + t * NT;
+    float e[VEC];
+    LoadVec<T, VEC>(base + static_cast<int64_t>(n) * D, e);
+    double sq = 0.0;  // as the CPU: exact products, summed in double, rounded to float once
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      sum[i] += e[i];
+      mn[i] = fminf(mn[i], e[i]);
+      mx[i] = fmaxf(mx[i], e[i]);
+      sq += static_cast<double>(e[i]) * e[i];
+    }
+    if constexpr (kShuffle) {
+      // Only this token group's lanes: other groups of the warp may have left the loop already.
+      const unsigned lane = tid % 32;
+      const unsigned group_mask = V == 32 ? 0xffffffffu : ((1u << V) - 1u) << (lane / V * V);
+      for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
+      if (v == 0) norm[n] = sq;
+    } else {
+      atomicAdd(&norm[n], sq);  // rare shapes only (D / VEC not a power of two <= 32)
+    }
+  }
+  if (active) {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      const int c = v * VEC + i;
+      red[(0 * NT + tg) * D + c] = sum[i];
+      red[(1 * NT + tg) * D + c] = mn[i];
+      red[(2 * NT + tg) * D + c] = mx[i];
+    }
+  }
+  __syncthreads();
+
+  // Argmax of the squared norms, lowest index on ties: each warp reduces, then warp 0 combines.
+  __shared__ float best_v[kThreads / 32];
+  __shared__ int best_i[kThreads / 32];
+  float bv = -1.f;
+  int bi = 0x7fffffff;
+  for (int n = tid; n < cnt; n += kThreads) {
+    const float x = static_cast<float>(norm[n]);
+    if (x > bv || (x == bv && n < bi)) { bv = x; bi = n; }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+    if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+  }
+  if (tid % 32 == 0) { best_v[tid / 32] = bv; best_i[tid / 32] = bi; }
+  __syncthreads();
+  if (tid < 32) {
+    bv = tid < kThreads / 32 ? best_v[tid] : -1.f;
+    bi = tid < kThreads / 32 ? best_i[tid] : 0x7fffffff;
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+      if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    if (tid == 0) { best_v[0] = bv; best_i[0] = bi; }
+  }
+  __syncthreads();
+  const int best = best_i[0];
+
+  const int64_t out = (bh * M + m) * D;
+  const T* row = static_cast<const T*>(a.x) + (bh * a.tokens + first + best) * D;
+  for (int c = tid; c < D; c += kThreads) {
+    float s = 0.f, lo = FLT_MAX, hi = -FLT_MAX;
+    for (int g = 0; g < NT; ++g) {
+      s += red[(0 * NT + g) * D + c];
+      lo = fminf(lo, red[(1 * NT + g) * D + c]);
+      hi = fmaxf(hi, red[(2 * NT + g) * D + c]);
+    }
+    a.maxl2[out + c] = Widen(row[c]);  // re-read of one row, from L1/L2
+    if (a.mean) a.mean[out + c] = s / static_cast<float>(cnt);
+    if (a.kmin) a.kmin[out + c] = lo;
+    if (a.kmax) a.kmax[out + c] = hi;
+  }
+  if (tid == 0) {
+    if (a.best_norm2) a.best_norm2[bh * M + m] = best_v[0];
+    if (a.count) a.count[bh * M + m] = cnt;
+  }
+}
+
+template <typename T, int VEC, bool kShuffle>
+absl::Status Launch(const CoarsenArgs& a, cudaStream_t stream) {
+  const int V = a.dim / VEC, NT = kThreads / V;
+  const size_t smem = static_cast<size_t>(a.block_size) * sizeof(double) + 3 * static_cast<size_t>(NT) * a.dim * sizeof(float);
+  auto kernel = CoarsenKernel<T, VEC, kShuffle>;
+  if (smem > 48 * 1024) {
+    CAB_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  dim3 grid(a.blocks(), a.batch * a.heads);
+  kernel<<<grid, kThreads, smem, stream>>>(a);
+  CAB_CUDA_LAUNCHED("coarsen");
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status Dispatch(const CoarsenArgs& a, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  if (a.dim % kVec == 0 && a.dim / kVec <= kThreads) {
+    const int V = a.dim / kVec;
+    if (V <= 32 && (V & (V - 1)) == 0) return Launch<T, kVec, true>(a, stream);
+    return Launch<T, kVec, false>(a, stream);
+  }
+  if (a.dim <= kThreads) {
+    const int V = a.dim;
+    if (V <= 32 && (V & (V - 1)) == 0) return Launch<T, 1, true>(a, stream);
+    return Launch<T, 1, false>(a, stream);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("head_dim: ", a.dim, " is too large for the CUDA coarsening kernel"));
+}
+
+}  // namespace
+
+absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream) {
+  if (a.block_size < 1) return absl::InvalidArgumentError("block_size: must be >= 1");
+  if (a.block_size > 8192) return absl::InvalidArgumentError("block_size: at most 8192 on the CUDA backend");
+  if (a.tokens < 1 || a.batch < 1 || a.heads < 1 || a.dim < 1) {
+    return absl::InvalidArgumentError("x: every dimension must be > 0");
+  }
+  switch (a.dtype) {
+    case DType::kF32: return Dispatch<float>(a, stream);
+    case DType::kF16: return Dispatch<__half>(a, stream);
+    case DType::kBF16: return Dispatch<__nv_bfloat16>(a, stream);
+  }
+  return absl::InvalidArgumentError("x.dtype: unknown");
+}
+
+}  // namespace cab::cuda

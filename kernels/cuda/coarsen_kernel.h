@@ -1,0 +1,31 @@
+// Device coarsening (SPEC 1): one pass over x [B, H, N, D] producing per (b, h, block) the max-L2
+// representative, the mean, the channel-wise min / max, the best squared norm and the token count.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "cab/tensor.h"
+
+namespace cab::cuda {
+
+struct CoarsenArgs {
+  const void* x = nullptr;  // device, [B, H, N, D] of `dtype`
+  DType dtype = DType::kF32;
+  int batch = 0, heads = 0, dim = 0, block_size = 0;
+  int64_t tokens = 0;
+  // Outputs, device; [B, H, M, D] floats (any may be null except maxl2), [B, H, M] for the last two.
+  float* maxl2 = nullptr;
+  float* mean = nullptr;
+  float* kmin = nullptr;
+  float* kmax = nullptr;
+  float* best_norm2 = nullptr;
+  int32_t* count = nullptr;
+  int blocks() const { return static_cast<int>((tokens + block_size - 1) / block_size); }
+};
+
+absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream);
+
+}  // namespace cab::cuda

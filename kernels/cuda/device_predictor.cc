@@ -1,0 +1,172 @@
+#include "device_predictor.h"
+
+#include "cuda_status.h"
+
+namespace cab::cuda {
+
+DeviceMaskParams DeviceMaskParams::From(const MaskParams& p) {
+  DeviceMaskParams d;
+  d.policy = static_cast<int>(p.policy);
+  d.causal = p.graph.causal ? 1 : 0;
+  d.degree = p.graph.degree;
+  d.curvature = static_cast<int>(p.graph.curvature);
+  d.lambda = p.graph.lambda;
+  d.sparsity = p.sparsity;
+  d.blocks_per_row = p.blocks_per_row;
+  d.min_keep = p.min_keep;
+  d.sink_blocks = p.sink_blocks;
+  d.local_blocks = p.local_blocks;
+  d.local_ratio = p.local_ratio;
+  d.bridge_ratio = p.bridge_ratio;
+  d.adaptive_tau = p.adaptive_tau;
+  d.adaptive_z = p.adaptive_z;
+  return d;
+}
+
+absl::StatusOr<std::unique_ptr<DevicePredictor>> DevicePredictor::Create(int device, GemmPolicy gemm) {
+  std::unique_ptr<DevicePredictor> d(new DevicePredictor());
+  d->device_ = device;
+  d->gemm_ = gemm;
+  CAB_CUDA_RETURN(cudaSetDevice(device));
+  CAB_CUDA_RETURN(cudaStreamCreateWithFlags(&d->stream_, cudaStreamNonBlocking));
+  CAB_CUBLAS_RETURN(cublasCreate(&d->cublas_));
+  CAB_CUBLAS_RETURN(cublasSetStream(d->cublas_, d->stream_));
+  for (auto& e : d->events_) CAB_CUDA_RETURN(cudaEventCreate(&e));
+  return d;
+}
+
+DevicePredictor::~DevicePredictor() {
+  cudaSetDevice(device_);
+  for (auto& e : events_) if (e) cudaEventDestroy(e);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
+                                      bool graph_only) {
+  CAB_CUDA_RETURN(cudaSetDevice(device_));
+  const DeviceMaskParams dp = DeviceMaskParams::From(p);
+  const int M = in.blocks;
+  const int64_t heads = static_cast<int64_t>(in.batch) * in.q_heads;
+  const int W = (M + 31) / 32;
+  const int stride = graph_only ? std::min(dp.degree + 1, M) : TopCapacity(dp, M);
+  rows_ = graph_only ? 0 : row_end - row_begin;
+  row_begin_ = row_begin;
+
+  const size_t elems_q = static_cast<size_t>(heads) * M * in.dim;
+  const size_t elems_k = static_cast<size_t>(in.batch) * in.kv_heads * M * in.dim;
+  CAB_RETURN_IF_ERROR(scores_.Reserve(static_cast<size_t>(heads) * M * M * sizeof(float)));
+  CAB_RETURN_IF_ERROR(top_.Reserve(static_cast<size_t>(heads) * M * stride * sizeof(int32_t)));
+  CAB_RETURN_IF_ERROR(top_count_.Reserve(static_cast<size_t>(heads) * M * sizeof(int32_t)));
+  CAB_RETURN_IF_ERROR(row_max_.Reserve(static_cast<size_t>(heads) * M * sizeof(float)));
+  CAB_RETURN_IF_ERROR(row_inv_.Reserve(static_cast<size_t>(heads) * M * sizeof(float)));
+  CAB_RETURN_IF_ERROR(adj_.Reserve(static_cast<size_t>(heads) * M * W * sizeof(uint32_t)));
+  CAB_RETURN_IF_ERROR(degree_.Reserve(static_cast<size_t>(heads) * M * sizeof(int32_t)));
+  CAB_RETURN_IF_ERROR(keep_.Reserve(std::max<size_t>(1, static_cast<size_t>(heads) * rows_ * W * sizeof(uint32_t))));
+
+  ScoreArgs sa;
+  sa.batch = in.batch;
+  sa.q_heads = in.q_heads;
+  sa.kv_heads = in.kv_heads;
+  sa.blocks = M;
+  sa.dim = in.dim;
+  const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
+  sa.quest = estimator == Estimator::kQuest;
+  sa.q = in.q_rep;
+  sa.k = in.k_feature;
+  sa.kmin = in.kmin;
+  sa.kmax = in.kmax;
+  sa.causal = p.graph.causal;
+  sa.scores = scores_.as<float>();
+  switch (gemm_) {
+    case GemmPolicy::kAuto: sa.mode = in.bf16_exact ? GemmMode::kBf16 : GemmMode::kFp32; break;
+    case GemmPolicy::kFp32: sa.mode = GemmMode::kFp32; break;
+    case GemmPolicy::kTf32: sa.mode = GemmMode::kTf32; break;
+    case GemmPolicy::kBf16: sa.mode = GemmMode::kBf16; break;
+  }
+  if (!sa.quest && sa.mode == GemmMode::kBf16) {
+    CAB_RETURN_IF_ERROR(q16_.Reserve(elems_q * 2));
+    CAB_RETURN_IF_ERROR(k16_.Reserve(elems_k * 2));
+    sa.q16 = q16_.as<__nv_bfloat16>();
+    sa.k16 = k16_.as<__nv_bfloat16>();
+  }
+
+  graph_.heads = static_cast<int>(heads);
+  graph_.blocks = M;
+  graph_.top_stride = stride;
+  graph_.scores = scores_.as<float>();
+  graph_.top = top_.as<int32_t>();
+  graph_.top_count = top_count_.as<int32_t>();
+  graph_.row_max = row_max_.as<float>();
+  graph_.row_inv = row_inv_.as<float>();
+  graph_.adj = adj_.as<uint32_t>();
+  graph_.degree = degree_.as<int32_t>();
+
+  CAB_CUDA_RETURN(cudaEventRecord(events_[0], stream_));
+  CAB_RETURN_IF_ERROR(LaunchScores(cublas_, sa, stream_));
+  CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
+  CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, stream_));
+  CAB_CUDA_RETURN(cudaEventRecord(events_[2], stream_));
+  CAB_RETURN_IF_ERROR(LaunchGraph(graph_, dp, stream_));
+  CAB_CUDA_RETURN(cudaEventRecord(events_[3], stream_));
+  if (!graph_only) {
+    CAB_RETURN_IF_ERROR(LaunchSelect(graph_, dp, row_begin, rows_, keep_.as<uint32_t>(), stream_));
+  }
+  CAB_CUDA_RETURN(cudaEventRecord(events_[4], stream_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::array<float, kStageCount>> DevicePredictor::StageMs() {
+  CAB_CUDA_RETURN(cudaEventSynchronize(events_[kStageCount]));
+  std::array<float, kStageCount> ms{};
+  for (int s = 0; s < kStageCount; ++s) CAB_CUDA_RETURN(cudaEventElapsedTime(&ms[s], events_[s], events_[s + 1]));
+  return ms;
+}
+
+absl::Status DevicePredictor::DownloadMask(BlockMask* out) {
+  const int M = graph_.blocks, W = graph_.words();
+  const size_t words = static_cast<size_t>(graph_.heads) * rows_ * W;
+  CAB_RETURN_IF_ERROR(keep_host_.Reserve(std::max<size_t>(1, words * sizeof(uint32_t))));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(keep_host_.as<uint32_t>(), keep_.as<uint32_t>(), words * sizeof(uint32_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaStreamSynchronize(stream_));
+  const uint32_t* bits = keep_host_.as<uint32_t>();
+  out->cols = M;
+  out->row_begin = row_begin_;
+  out->rows = rows_;
+  out->row_offsets.assign(1, 0);
+  out->row_offsets.reserve(static_cast<size_t>(graph_.heads) * rows_ + 1);
+  out->col_indices.clear();
+  for (size_t r = 0; r < static_cast<size_t>(graph_.heads) * rows_; ++r) {
+    const uint32_t* row = bits + r * W;
+    for (int w = 0; w < W; ++w) {
+      for (uint32_t b = row[w]; b; b &= b - 1) out->col_indices.push_back(w * 32 + __builtin_ctz(b));
+    }
+    out->row_offsets.push_back(static_cast<int64_t>(out->col_indices.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DevicePredictor::HeadDump> DevicePredictor::DumpHead(const MaskParams& p) {
+  const int M = graph_.blocks, W = graph_.words();
+  const size_t mm = static_cast<size_t>(M) * M;
+  CAB_RETURN_IF_ERROR(curvature_.Reserve(mm * sizeof(float)));
+  CAB_RETURN_IF_ERROR(LaunchDenseCurvature(graph_, DeviceMaskParams::From(p), 1, curvature_.as<float>(), stream_));
+  HeadDump d;
+  d.scores.resize(mm);
+  d.curvature.resize(mm);
+  d.row_max.resize(M);
+  d.row_inv.resize(M);
+  d.adj.resize(static_cast<size_t>(M) * W);
+  d.degree.resize(M);
+  CAB_CUDA_RETURN(cudaMemcpyAsync(d.scores.data(), graph_.scores, mm * 4, cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(d.curvature.data(), curvature_.as<float>(), mm * 4, cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(d.row_max.data(), graph_.row_max, M * 4, cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(d.row_inv.data(), graph_.row_inv, M * 4, cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(d.adj.data(), graph_.adj, d.adj.size() * 4, cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(d.degree.data(), graph_.degree, M * 4, cudaMemcpyDeviceToHost, stream_));
+  CAB_CUDA_RETURN(cudaStreamSynchronize(stream_));
+  return d;
+}
+
+}  // namespace cab::cuda

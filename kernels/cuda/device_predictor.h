@@ -1,0 +1,82 @@
+// The predictor on one GPU, on device-resident coarse blocks: scores -> top lists -> graph ->
+// curvature + selection, all enqueued on one stream with buffers reused across requests.
+// Used by the CUDA backend (after staging host data) and by bench/gpu (data already on the device).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cab/mask.h"
+#include "cab/params.h"
+#include "device_buffers.h"
+#include "predict_kernels.h"
+#include "scores.h"
+
+namespace cab::cuda {
+
+// Which precision the dot-product scores use.
+enum class GemmPolicy {
+  kAuto,  // bf16 tensor cores when the operands are exactly bf16 values, else fp32
+  kFp32,
+  kTf32,
+  kBf16,
+};
+
+struct PredictorInputs {  // device pointers, row-major floats
+  int batch = 0, q_heads = 0, kv_heads = 0, blocks = 0, dim = 0;
+  const float* q_rep = nullptr;      // [B, Hq, M, D]: the query coarsening's vector
+  const float* k_feature = nullptr;  // [B, Hkv, M, D]: max-L2 or mean key (dot estimators)
+  const float* kmin = nullptr;       // [B, Hkv, M, D]: quest
+  const float* kmax = nullptr;
+  bool bf16_exact = false;           // every q_rep / k_feature value is a bf16 value
+};
+
+// Stages timed with CUDA events for bench/ and the server's stage metrics.
+enum Stage { kScores = 0, kTopLists, kGraph, kSelect, kStageCount };
+
+class DevicePredictor {
+ public:
+  static absl::StatusOr<std::unique_ptr<DevicePredictor>> Create(int device, GemmPolicy gemm);
+  ~DevicePredictor();
+
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+
+  // Enqueues the whole prediction for rows [row_begin, row_end) of `p` (row_end resolved by the
+  // caller). graph_only: stop after the graph (for Graph()). Asynchronous.
+  absl::Status Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end, bool graph_only);
+
+  // Waits for the stream and converts the kept bitsets into a CSR BlockMask.
+  absl::Status DownloadMask(BlockMask* out);
+  // Waits and returns each stage's time of the last Enqueue, in milliseconds.
+  absl::StatusOr<std::array<float, kStageCount>> StageMs();
+
+  // For Graph(): after a graph_only Enqueue of one head, the head's dense S, row stats, adjacency
+  // bitsets, degrees and dense curvature (computed here).
+  struct HeadDump {
+    std::vector<float> scores, row_max, row_inv, curvature;
+    std::vector<uint32_t> adj;
+    std::vector<int32_t> degree;
+  };
+  absl::StatusOr<HeadDump> DumpHead(const MaskParams& p);
+
+ private:
+  DevicePredictor() = default;
+  int device_ = 0;
+  GemmPolicy gemm_ = GemmPolicy::kAuto;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::array<cudaEvent_t, kStageCount + 1> events_{};
+  DeviceBuffer scores_, top_, top_count_, row_max_, row_inv_, adj_, degree_, keep_, q16_, k16_, curvature_;
+  PinnedBuffer keep_host_;
+  GraphBuffers graph_;
+  int rows_ = 0, row_begin_ = 0;
+};
+
+}  // namespace cab::cuda

@@ -1,0 +1,91 @@
+#include "scores.h"
+
+#include <cmath>
+
+#include "cuda_status.h"
+
+namespace cab::cuda {
+namespace {
+
+__global__ void ToBf16Kernel(const float* in, __nv_bfloat16* out, int64_t n) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n; t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[t] = __float2bfloat16_rn(in[t]);
+  }
+}
+
+constexpr int kTile = 16;
+
+// One 16 x 16 tile of S per CTA; the bound is summed over d in order, as the CPU does, then scaled.
+__global__ void QuestKernel(ScoreArgs a, float scale) {
+  extern __shared__ float tile[];
+  const int D = a.dim, M = a.blocks, pitch = D + 1;
+  float* qs = tile;
+  float* lo = qs + kTile * pitch;
+  float* hi = lo + kTile * pitch;
+  const int bh = blockIdx.z;
+  const int group = a.q_heads / a.kv_heads;
+  const int b = bh / a.q_heads, h = bh % a.q_heads;
+  const int64_t kvh = static_cast<int64_t>(b) * a.kv_heads + h / group;
+  const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
+  if (a.causal && j0 > i0 + kTile - 1) return;  // wholly outside the support
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (int t = ty * kTile + tx; t < kTile * D; t += kTile * kTile) {
+    const int r = t / D, d = t % D;
+    const int i = i0 + r, j = j0 + r;
+    qs[r * pitch + d] = i < M ? a.q[(static_cast<int64_t>(bh) * M + i) * D + d] : 0.f;
+    lo[r * pitch + d] = j < M ? a.kmin[(kvh * M + j) * D + d] : 0.f;
+    hi[r * pitch + d] = j < M ? a.kmax[(kvh * M + j) * D + d] : 0.f;
+  }
+  __syncthreads();
+  const int i = i0 + ty, j = j0 + tx;
+  if (i >= M || j >= M) return;
+  float sum = 0.f;
+  for (int d = 0; d < D; ++d) {
+    const float x = qs[ty * pitch + d] * lo[tx * pitch + d], y = qs[ty * pitch + d] * hi[tx * pitch + d];
+    sum += x > y ? x : y;
+  }
+  a.scores[(static_cast<int64_t>(bh) * M + i) * M + j] = sum * scale;
+}
+
+}  // namespace
+
+absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream) {
+  const float scale = 1.f / std::sqrt(static_cast<float>(a.dim));
+  const int M = a.blocks, D = a.dim, g = a.q_heads / a.kv_heads;
+  if (a.quest) {
+    dim3 grid((M + kTile - 1) / kTile, (M + kTile - 1) / kTile, a.batch * a.q_heads);
+    const size_t smem = 3 * kTile * static_cast<size_t>(D + 1) * sizeof(float);
+    if (smem > 48 * 1024) {
+      CAB_CUDA_RETURN(cudaFuncSetAttribute(QuestKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    }
+    QuestKernel<<<grid, dim3(kTile, kTile), smem, stream>>>(a, scale);
+    CAB_CUDA_LAUNCHED("quest scores");
+    return absl::OkStatus();
+  }
+  CAB_CUBLAS_RETURN(cublasSetStream(handle, stream));
+  const float beta = 0.f;
+  const int batches = a.batch * a.kv_heads;
+  const long long stride_k = static_cast<long long>(M) * D, stride_q = stride_k * g;
+  const long long stride_s = static_cast<long long>(g) * M * M;
+  // Column-major view: C (M x gM) = K^T-as-(D x M)^T * Q-as-(D x gM), i.e. row-major S[gM][M].
+  const void* A = a.k;
+  const void* B = a.q;
+  cudaDataType_t in_type = CUDA_R_32F;
+  cublasComputeType_t compute = a.mode == GemmMode::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  if (a.mode == GemmMode::kBf16) {
+    const int64_t nq = static_cast<int64_t>(a.batch) * a.q_heads * M * D;
+    const int64_t nk = static_cast<int64_t>(a.batch) * a.kv_heads * M * D;
+    ToBf16Kernel<<<static_cast<unsigned>(std::min<int64_t>((nq + 255) / 256, 4096)), 256, 0, stream>>>(a.q, a.q16, nq);
+    ToBf16Kernel<<<static_cast<unsigned>(std::min<int64_t>((nk + 255) / 256, 4096)), 256, 0, stream>>>(a.k, a.k16, nk);
+    CAB_CUDA_LAUNCHED("bf16 operands");
+    A = a.k16;
+    B = a.q16;
+    in_type = CUDA_R_16BF;
+  }
+  CAB_CUBLAS_RETURN(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, M, g * M, D, &scale, A, in_type, D,
+                                               stride_k, B, in_type, D, stride_q, &beta, a.scores, CUDA_R_32F, M,
+                                               stride_s, batches, compute, CUBLAS_GEMM_DEFAULT));
+  return absl::OkStatus();
+}
+
+}  // namespace cab::cuda

@@ -1,0 +1,262 @@
+// Per answered row: curvature on the row's graph edges (triangles by bitset intersection) fused with
+// the policy's selection (SPEC 3), written as the row's bitset. The rules mirror the CPU backend's
+// (kernels/cpu/select*.cc, docs/policies.md); curvature uses the CPU's float expression in the same
+// order, and this file is compiled without FMA contraction, so equal integer inputs give equal F.
+#include <cfloat>
+#include <cmath>
+
+#include "cuda_status.h"
+#include "device_util.cuh"
+
+namespace cab::cuda {
+namespace {
+
+__device__ __forceinline__ float Affinity(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int i, int j) {
+  if (j >= CandidateCount(p, g.blocks, i)) return 0.f;
+  const int64_t row = head_row0 + i;
+  return expf(g.scores[row * g.blocks + j] - g.row_max[row]) * g.row_inv[row];
+}
+
+// F of edge (i, j), computed as the CPU does with the lower index first.
+__device__ float EdgeCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int a, int b, int t) {
+  const int i = min(a, b), j = max(a, b);
+  const float di = static_cast<float>(g.degree[head_row0 + i]), dj = static_cast<float>(g.degree[head_row0 + j]);
+  const float dmax = fmaxf(di, dj), dmin = fminf(di, dj);
+  const float tf = static_cast<float>(t);
+  switch (p.curvature) {
+    case static_cast<int>(CurvatureKind::kBalanced):
+      return 2.f / di + 2.f / dj - 2.f + 2.f * tf / dmax + tf / dmin;
+    case static_cast<int>(CurvatureKind::kForman):
+      return 4.f - di - dj + 3.f * tf;
+    case static_cast<int>(CurvatureKind::kDirectRedundancy):
+      return fmaxf(Affinity(g, p, head_row0, i, j), Affinity(g, p, head_row0, j, i)) - p.lambda * tf / dmax;
+  }
+  return __int_as_float(0x7fc00000);
+}
+
+struct RowState {
+  uint32_t* row_bits;  // [W] the row's adjacency
+  uint32_t* taken;     // [W]
+  uint64_t* sort_buf;  // [pow2 >= M]
+  float* edge_f;       // [M]
+  int32_t* edge_j;     // [M]
+};
+
+// Collects the row's edges j < n (and untaken when `untaken_only`) with their curvature into
+// edge_f / edge_j; returns their number.
+__device__ int CollectEdges(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int i, int n,
+                            bool untaken_only, RowState& st, int* counter) {
+  const int W = g.words();
+  if (threadIdx.x == 0) *counter = 0;
+  __syncthreads();
+  for (int w = threadIdx.x; w < W; w += kRowThreads) {
+    uint32_t bits = st.row_bits[w];
+    if (untaken_only) bits &= ~st.taken[w];
+    while (bits) {
+      const int j = w * 32 + __ffs(bits) - 1;
+      bits &= bits - 1;
+      if (j >= n) break;
+      const uint32_t* other = g.adj + (head_row0 + j) * W;
+      int t = 0;
+      for (int u = 0; u < W; ++u) t += __popc(st.row_bits[u] & other[u]);
+      const float f = EdgeCurvature(g, p, head_row0, i, j, t);
+      if (f != f) continue;
+      const int at = atomicAdd(counter, 1);
+      st.edge_f[at] = f;
+      st.edge_j[at] = j;
+    }
+  }
+  __syncthreads();
+  return *counter;
+}
+
+__device__ __forceinline__ bool IsTaken(const uint32_t* taken, int j) { return (taken[j / 32] >> (j % 32)) & 1u; }
+
+// Thread 0 only: adds j when it is a candidate, untaken and the count is under `budget`.
+__device__ __forceinline__ bool AddSerial(uint32_t* taken, int* size, int budget, int n, int j) {
+  if (j < 0 || j >= n || IsTaken(taken, j) || *size >= budget) return false;
+  taken[j / 32] |= 1u << (j % 32);
+  ++*size;
+  return true;
+}
+
+// Adds the first untaken entries of `order` (len entries, best first) until `*size` reaches budget.
+// Block-wide; order entries are block indices. `*size` is shared.
+template <typename Get>
+__device__ void FillInOrder(Get get, int len, uint32_t* taken, int* size, int budget, int* scratch) {
+  for (int base = 0; base < len; base += kRowThreads) {
+    __syncthreads();
+    const int need = budget - *size;
+    if (need <= 0) return;
+    const int t = base + threadIdx.x;
+    const int j = t < len ? get(t) : -1;
+    const int flag = (j >= 0 && !IsTaken(taken, j)) ? 1 : 0;
+    int total;
+    const int before = BlockExclusiveScan(flag, scratch, &total);
+    if (flag && before < need) atomicOr(&taken[j / 32], 1u << (j % 32));
+    __syncthreads();
+    if (threadIdx.x == 0) *size += min(total, need);
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kRowThreads) SelectKernel(GraphBuffers g, DeviceMaskParams p, int row_begin, int rows,
+                                                           uint32_t* keep, int sort_capacity) {
+  extern __shared__ uint64_t smem64[];
+  const int M = g.blocks, W = g.words();
+  RowState st;
+  st.sort_buf = smem64;
+  st.edge_f = reinterpret_cast<float*>(smem64 + sort_capacity);
+  st.edge_j = reinterpret_cast<int32_t*>(st.edge_f + M);
+  st.row_bits = reinterpret_cast<uint32_t*>(st.edge_j + M);
+  st.taken = st.row_bits + W;
+  __shared__ int size, counter;
+  __shared__ int iscratch[4];
+  __shared__ double dscratch[4];
+
+  const int r = blockIdx.x, i = row_begin + r;
+  const int64_t head_row0 = static_cast<int64_t>(blockIdx.y) * M;
+  const int64_t row = head_row0 + i;
+  const int n = CandidateCount(p, M, i);
+  const int tid = threadIdx.x;
+  for (int w = tid; w < W; w += kRowThreads) {
+    st.row_bits[w] = g.adj[row * W + w];
+    st.taken[w] = 0;
+  }
+  if (tid == 0) size = 0;
+  __syncthreads();
+  const int32_t* top = g.top + row * g.top_stride;
+  const int top_len = g.top_count[row];
+
+  if (p.policy == static_cast<int>(MaskPolicy::kAdaptive)) {
+    if (tid == 0) {
+      AddSerial(st.taken, &size, n, n, i);
+      for (int j = 0; j < p.sink_blocks; ++j) AddSerial(st.taken, &size, n, n, j);
+    }
+    // Mass coverage: the whole support sorted by (S desc, j asc); take while the mass before < tau.
+    const float* s = g.scores + row * M;
+    const int padded = NextPow2(n);
+    for (int t = tid; t < padded; t += kRowThreads) {
+      st.sort_buf[t] = t < n ? (static_cast<uint64_t>(~OrderKey(s[t])) << 32) | static_cast<uint32_t>(t) : ~0ull;
+    }
+    BitonicSort(st.sort_buf, padded);
+    const float mx = g.row_max[row], inv = g.row_inv[row];
+    const double target = static_cast<double>(p.adaptive_tau) - 1e-6;
+    double carry = 0;
+    for (int base = 0; base < n; base += kRowThreads) {
+      const int t = base + tid;
+      const int j = t < n ? static_cast<int>(st.sort_buf[t] & 0xffffffffu) : -1;
+      const double a = j >= 0 ? static_cast<double>(expf(s[j] - mx) * inv) : 0.0;
+      double total;
+      const double before = BlockExclusiveScan(a, dscratch, &total);
+      if (j >= 0 && carry + before < target) atomicOr(&st.taken[j / 32], 1u << (j % 32));
+      carry += total;
+      if (carry >= target) break;  // uniform across the block
+    }
+    __syncthreads();
+    // Curvature outliers among all the row's candidate edges.
+    const int e = CollectEdges(g, p, head_row0, i, n, false, st, &counter);
+    if (e >= 2) {
+      double sum = 0;
+      for (int t = tid; t < e; t += kRowThreads) sum += st.edge_f[t];
+      const double mean = BlockReduce(sum, [](double x, double y) { return x + y; }, dscratch) / e;
+      double var = 0;
+      for (int t = tid; t < e; t += kRowThreads) var += (st.edge_f[t] - mean) * (st.edge_f[t] - mean);
+      var = BlockReduce(var, [](double x, double y) { return x + y; }, dscratch);
+      const double threshold = mean - static_cast<double>(p.adaptive_z) * sqrt(var / e);
+      for (int t = tid; t < e; t += kRowThreads) {
+        if (st.edge_f[t] < threshold) atomicOr(&st.taken[st.edge_j[t] / 32], 1u << (st.edge_j[t] % 32));
+      }
+    }
+    __syncthreads();
+    int c = 0;
+    for (int w = tid; w < W; w += kRowThreads) c += __popc(st.taken[w]);
+    c = BlockReduce(c, [](int x, int y) { return x + y; }, iscratch);
+    if (tid == 0) size = c;
+    const int floor = min(p.min_keep, n);
+    __syncthreads();
+    if (size < floor) {
+      FillInOrder([&](int t) { return static_cast<int>(st.sort_buf[t] & 0xffffffffu); }, n, st.taken, &size, floor,
+                  iscratch);
+    }
+  } else {
+    const int k = ClampedBudgetDevice(p, M, i);
+    if (tid == 0) AddSerial(st.taken, &size, k, n, i);  // every policy keeps the diagonal
+    if (p.policy == static_cast<int>(MaskPolicy::kCab)) {
+      const int local = max(1, min(k, static_cast<int>(llround(static_cast<double>(p.local_ratio) * k))));
+      if (tid == 0) {
+        for (int j = 0; j < p.sink_blocks && size < local; ++j) AddSerial(st.taken, &size, local, n, j);
+        for (int j = i - 1; j >= 0 && j >= i - p.local_blocks && size < local; --j) AddSerial(st.taken, &size, local, n, j);
+      }
+      __syncthreads();
+      const int bridges = min(static_cast<int>(llround(static_cast<double>(p.bridge_ratio) * k)), k - size);
+      if (bridges > 0) {
+        const int e = CollectEdges(g, p, head_row0, i, n, true, st, &counter);
+        const int take = min(bridges, e);
+        if (take > 0) {
+          // Lowest F first, ties to the lower j: sort (F asc, j asc) keys.
+          const int padded = NextPow2(e);
+          for (int t = tid; t < padded; t += kRowThreads) {
+            st.sort_buf[t] = t < e ? (static_cast<uint64_t>(OrderKey(st.edge_f[t])) << 32) | static_cast<uint32_t>(st.edge_j[t])
+                                   : ~0ull;
+          }
+          BitonicSort(st.sort_buf, padded);
+          for (int t = tid; t < take; t += kRowThreads) {
+            const int j = static_cast<int>(st.sort_buf[t] & 0xffffffffu);
+            atomicOr(&st.taken[j / 32], 1u << (j % 32));
+          }
+          __syncthreads();
+          if (tid == 0) size += take;
+        }
+      }
+    }
+    // Importance: the best untaken entries of the top list (which holds at least k entries).
+    FillInOrder([&](int t) { return top[t]; }, top_len, st.taken, &size, k, iscratch);
+  }
+  __syncthreads();
+  uint32_t* out = keep + (static_cast<int64_t>(blockIdx.y) * rows + r) * W;
+  for (int w = tid; w < W; w += kRowThreads) out[w] = st.taken[w];
+}
+
+// Dense curvature of one head's rows (NaN off the graph), for the Graph() op and the tests.
+__global__ void DenseCurvatureKernel(GraphBuffers g, DeviceMaskParams p, float* curvature) {
+  const int M = g.blocks, W = g.words(), i = blockIdx.x;
+  const int64_t head_row0 = static_cast<int64_t>(blockIdx.y) * M;
+  const uint32_t* mine = g.adj + (head_row0 + i) * W;
+  for (int j = threadIdx.x; j < M; j += blockDim.x) {
+    float f = __int_as_float(0x7fc00000);
+    if ((mine[j / 32] >> (j % 32)) & 1u) {
+      const uint32_t* other = g.adj + (head_row0 + j) * W;
+      int t = 0;
+      for (int u = 0; u < W; ++u) t += __popc(mine[u] & other[u]);
+      f = EdgeCurvature(g, p, head_row0, i, j, t);
+    }
+    curvature[(head_row0 + i) * M + j] = f;
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchDenseCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int heads, float* curvature,
+                                  cudaStream_t stream) {
+  dim3 grid(g.blocks, heads);
+  DenseCurvatureKernel<<<grid, kRowThreads, 0, stream>>>(g, p, curvature);
+  CAB_CUDA_LAUNCHED("dense curvature");
+  return absl::OkStatus();
+}
+
+absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int row_begin, int rows, uint32_t* keep,
+                          cudaStream_t stream) {
+  const int capacity = NextPow2(g.blocks);
+  const size_t smem = static_cast<size_t>(capacity) * sizeof(uint64_t) + 2 * static_cast<size_t>(g.blocks) * 4 +
+                      2 * static_cast<size_t>(g.words()) * 4;
+  if (smem > 48 * 1024) {
+    CAB_CUDA_RETURN(cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  dim3 grid(rows, g.heads);
+  SelectKernel<<<grid, kRowThreads, smem, stream>>>(g, p, row_begin, rows, keep, capacity);
+  CAB_CUDA_LAUNCHED("select rows");
+  return absl::OkStatus();
+}
+
+}  // namespace cab::cuda

@@ -13,6 +13,18 @@
 namespace cab {
 namespace {
 
+// A head's graph holds about 13 M^2 bytes; past this many blocks one head would need gigabytes,
+// so the request is refused rather than left to fail allocating.
+constexpr int kMaxGraphBlocks = 16384;
+
+absl::Status CheckGraphSize(const CoarseBlocks& c, const char* what) {
+  if (c.blocks > kMaxGraphBlocks) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", c.blocks, " blocks exceed the ", kMaxGraphBlocks,
+                                                   " a block graph supports; use a larger block_size"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckEnums(Coarsening query_coarsening, const GraphParams& p) {
   if (query_coarsening != Coarsening::kMaxL2 && query_coarsening != Coarsening::kMean) {
     return absl::InvalidArgumentError(
@@ -46,6 +58,7 @@ absl::Status CheckQueryKey(const CoarseBlocks& q, const CoarseBlocks& k, int b, 
   if (k.dim != q.dim) return differs("dim", k.dim, q.dim);
   if (k.block_size != q.block_size) return differs("block_size", k.block_size, q.block_size);
   if (k.blocks != q.blocks) return differs("blocks", k.blocks, q.blocks);
+  if (auto s = CheckGraphSize(q, "q"); !s.ok()) return s;
   if (q.heads % k.heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("q: heads ", q.heads, " is not a multiple of k's heads ", k.heads, " (GQA)"));
@@ -109,6 +122,7 @@ absl::StatusOr<HeadGraph> BuildHeadGraphCpu(const CoarseBlocks& q, const CoarseB
 
 absl::StatusOr<HeadGraph> BuildKeyGraphCpu(const CoarseBlocks& k, int b, int h, const GraphParams& p) {
   if (auto s = CheckCoarse(k, "k"); !s.ok()) return s;
+  if (auto s = CheckGraphSize(k, "k"); !s.ok()) return s;
   if (auto s = CheckIndex(b, k.batch, "b", "batch"); !s.ok()) return s;
   if (auto s = CheckIndex(h, k.heads, "h", "kv heads"); !s.ok()) return s;
   if (auto s = CheckEnums(Coarsening::kMaxL2, p); !s.ok()) return s;

@@ -409,6 +409,12 @@ TEST(Graph, BadInputs) {
   ExpectInvalid(BuildHeadAffinityCpu(in.q, bare, 0, 0, qc, quest).status(), "k: the quest estimator");
   EXPECT_TRUE(BuildHeadGraphCpu(in.q, bare, 0, 0, qc, p).ok());
 
+  // Too many blocks for an M x M graph: refused before anything is allocated.
+  const OwnedTensor one = RandomTensor({1, 1, 16385, 1}, DType::kBF16, 12);
+  const CoarseBlocks huge = *CoarsenCpu(one.view(), 1);
+  ExpectInvalid(BuildHeadGraphCpu(huge, huge, 0, 0, qc, p).status(), "q: 16385 blocks");
+  ExpectInvalid(BuildKeyGraphCpu(huge, 0, 0, p).status(), "k: 16385 blocks");
+
   ExpectInvalid(BuildKeyGraphCpu(in.k, 0, 2, p).status(), "h");  // kv heads, not query heads
   ExpectInvalid(BuildKeyGraphCpu(in.k, 2, 0, p).status(), "b");
   ExpectInvalid(BuildKeyGraphCpu(CoarseBlocks{}, 0, 0, p).status(), "k");

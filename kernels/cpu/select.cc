@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "seeded_rng.h"
 
@@ -99,14 +100,24 @@ void RowPicker::Finish() { std::sort(out_.begin(), out_.end()); }
 void FillByImportance(const HeadGraph& g, int row, RowPicker& picker) {
   const int need = picker.budget() - picker.size();
   if (need <= 0) return;
+  const std::vector<std::pair<float, int32_t>> ranked = RankByScore(g, row, picker.Untaken(), need);
+  for (const auto& [key, j] : ranked) picker.Add(j);
+}
+
+std::vector<std::pair<float, int32_t>> RankByScore(const HeadGraph& g, int row, const std::vector<int32_t>& pool,
+                                                   int count) {
+  // (-S, j) pairs sort ascending into descending S with ties to the lower j, without an indirect
+  // comparator (the hot loop of every importance ranking).
   const float* s = g.score.data() + static_cast<size_t>(row) * g.blocks;
-  std::vector<int32_t> rest = picker.Untaken();
-  const size_t take = std::min<size_t>(need, rest.size());
-  std::partial_sort(rest.begin(), rest.begin() + take, rest.end(), [s](int32_t a, int32_t b) {
-    const float x = RankKey(s[a]), y = RankKey(s[b]);
-    return x > y || (x == y && a < b);
-  });
-  for (size_t t = 0; t < take; ++t) picker.Add(rest[t]);
+  std::vector<std::pair<float, int32_t>> keyed(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) keyed[i] = {-RankKey(s[pool[i]]), pool[i]};
+  const size_t take = std::min<size_t>(std::max(count, 0), keyed.size());
+  if (take < keyed.size()) {
+    std::nth_element(keyed.begin(), keyed.begin() + take, keyed.end());
+    keyed.resize(take);
+  }
+  std::sort(keyed.begin(), keyed.end());
+  return keyed;
 }
 
 void SelectRow(const HeadSelectInput& in, int row, std::vector<int32_t>& out) {

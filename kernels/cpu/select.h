@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "cab/graph.h"
@@ -72,6 +73,10 @@ inline float RankKey(float v) { return std::isnan(v) ? -std::numeric_limits<floa
 // Adds the untaken candidates of `row` with the highest score S (= highest A: the softmax is monotone
 // within a row; S has no rounding ties), ties to the lower j, until the picker is full.
 void FillByImportance(const HeadGraph& g, int row, RowPicker& picker);
+
+// The `count` blocks of `pool` with the highest S of `row` (ties: lower j), best first, as (-S, j).
+std::vector<std::pair<float, int32_t>> RankByScore(const HeadGraph& g, int row, const std::vector<int32_t>& pool,
+                                                   int count);
 
 void SelectCab(const HeadSelectInput& in, int row, RowPicker& picker);
 void SelectAdaptive(const HeadSelectInput& in, int row, RowPicker& picker);

@@ -22,17 +22,12 @@ void SelectAdaptive(const HeadSelectInput& in, int row, RowPicker& picker) {
   for (int j = 0; j < p.sink_blocks; ++j) picker.Add(j);
 
   // Mass coverage over all candidates (the diagonal and sinks count toward the mass when reached).
-  const float* s = g.score.data() + static_cast<size_t>(row) * g.blocks;
-  std::vector<int32_t> order(n);
-  for (int j = 0; j < n; ++j) order[j] = j;
-  std::sort(order.begin(), order.end(), [s](int32_t a, int32_t b) {
-    const float x = RankKey(s[a]), y = RankKey(s[b]);
-    return x > y || (x == y && a < b);
-  });
+  std::vector<int32_t> all(n);
+  for (int j = 0; j < n; ++j) all[j] = j;
   // The small slack keeps tau = 1 from needing blocks of zero mass because of float rounding.
   const double target = static_cast<double>(p.adaptive_tau) - 1e-6;
   double mass = 0;
-  for (int32_t j : order) {
+  for (const auto& [key, j] : RankByScore(g, row, all, n)) {
     if (mass >= target) break;
     mass += g.A(row, j);
     picker.Add(j);

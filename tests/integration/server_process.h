@@ -3,8 +3,6 @@
 // own flags, its ports read back from the port file, killed (and reaped) when the object goes away.
 #pragma once
 
-#include <sys/types.h>
-
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "child_process.h"
 
 namespace cab_it {
 
@@ -28,31 +27,23 @@ class ServerProcess {
   // Starts the server and waits until its port file appears (or the process dies / times out;
   // the error then carries the tail of the server's log).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const ServerOptions& options = {});
-  ~ServerProcess();  // SIGKILL and reap if still running; removes nothing the test may inspect
-
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
-  pid_t pid() const { return pid_; }
   const std::string& dir() const { return dir_; }  // scratch dir: log, port file
 
-  void Signal(int sig) const;
-  // Waits for the process to exit: its exit code, or 128 + signal when killed by one;
-  // nullopt when it is still running after `timeout`.
-  std::optional<int> WaitExit(absl::Duration timeout);
-  bool Running();
-  std::string Log() const;  // everything the server wrote to stdout and stderr
+  void Signal(int sig) const { child_->Signal(sig); }
+  // The exit code (128 + signal when killed by one); nullopt when still running after `timeout`.
+  std::optional<int> WaitExit(absl::Duration timeout) { return child_->WaitExit(timeout); }
+  bool Running() { return child_->Running(); }
+  std::string Log() const { return child_->Log(); }
 
  private:
   ServerProcess() = default;
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  int exit_code_ = -1;
+  std::unique_ptr<ChildProcess> child_;
   int grpc_port_ = 0, metrics_port_ = 0;
-  std::string dir_, log_path_;
+  std::string dir_;
 };
 
 // Path of the cab-server binary under test (from the build).

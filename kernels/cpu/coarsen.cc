@@ -141,6 +141,12 @@ absl::Status CheckTensor4(const TensorView& x, const std::string& what) {
       x.shape[3] > std::numeric_limits<int>::max()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": batch, heads or dim too large"));
   }
+  int64_t elements = 1;
+  for (int64_t d : x.shape) {
+    if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 40)) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": shape has too many elements"));
+    }
+  }
   return absl::OkStatus();
 }
 

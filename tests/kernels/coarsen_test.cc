@@ -233,6 +233,9 @@ TEST(Coarsen, BadInputs) {
   TensorView null_data = v;
   null_data.data = nullptr;
   ExpectInvalid(CoarsenCpu(null_data, 4).status(), "x");
+  TensorView overflow = v;
+  overflow.shape = {1 << 20, 1 << 20, 1 << 20, 4};
+  ExpectInvalid(CoarsenCpu(overflow, 4).status(), "x: shape has too many elements");
   TensorView bad_dtype = v;
   bad_dtype.dtype = static_cast<DType>(7);
   ExpectInvalid(CoarsenCpu(bad_dtype, 4).status(), "x: unknown dtype");

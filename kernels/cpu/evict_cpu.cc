@@ -160,7 +160,11 @@ absl::StatusOr<KeepIndices> EvictCpu(const EvictInputs& in, const EvictParams& p
     head.batch_index = b;
     head.kv_head = h;
     std::vector<float> scores, keys, window;
-    if (in.scores) {  // mean over the score rows of this kv head's group
+    // Convert only what the policy reads: h2o and cab scores, cab and snapkv keys, snapkv the window.
+    const bool use_scores = p.policy == EvictPolicy::kH2O || p.policy == EvictPolicy::kCab;
+    const bool use_keys = p.policy == EvictPolicy::kCab || p.policy == EvictPolicy::kSnapKV;
+    const bool use_window = p.policy == EvictPolicy::kSnapKV;
+    if (in.scores && use_scores) {  // mean over the score rows of this kv head's group
       scores.assign(n, 0.f);
       std::vector<float> row(n);
       std::vector<double> sum(n, 0.0);
@@ -173,13 +177,13 @@ absl::StatusOr<KeepIndices> EvictCpu(const EvictInputs& in, const EvictParams& p
       for (int64_t t = 0; t < n; ++t) scores[t] = static_cast<float>(sum[t] / shape.score_group);
       head.scores = scores.data();
     }
-    if (in.keys) {
+    if (in.keys && use_keys) {
       keys.resize(static_cast<size_t>(n * shape.dim));
       ToFloat(*in.keys, (static_cast<int64_t>(b) * shape.kv_heads + h) * n * shape.dim, n * shape.dim, keys.data());
       head.keys = keys.data();
       head.dim = shape.dim;
     }
-    if (in.window) {  // the group's query heads are consecutive: h * g .. h * g + g - 1
+    if (in.window && use_window) {  // the group's query heads are consecutive: h * g .. h * g + g - 1
       const int64_t count = static_cast<int64_t>(shape.group) * shape.window_len * shape.dim;
       window.resize(count);
       const int64_t first = (static_cast<int64_t>(b) * shape.kv_heads + h) * count;

@@ -329,11 +329,11 @@ TEST(Evict, EveryPolicyGivesExactSortedUniqueIndicesForFp16Inputs) {
   const TensorView sv = scores.view(), kv = keys.view(), wv = window.view();
   for (EvictPolicy policy : {EvictPolicy::kH2O, EvictPolicy::kStreaming, EvictPolicy::kCab, EvictPolicy::kSnapKV,
                              EvictPolicy::kRandom}) {
-    for (int64_t keep : {1, 7, 69}) {
+    for (auto [keep, block_size] : {std::pair<int64_t, int>{1, 16}, {7, 16}, {69, 16}, {7, 128}}) {
       EvictParams p;
       p.policy = policy;
       p.keep = keep;
-      p.block_size = 16;  // 70 tokens: the last block is partial
+      p.block_size = block_size;  // 70 tokens: the last block is partial, or all in one block
       p.graph.degree = 2;
       auto got = backend->Evict(EvictInputs{0, &sv, &kv, &wv, 0, 0}, p);
       ASSERT_TRUE(got.ok()) << Name(policy) << ": " << got.status();

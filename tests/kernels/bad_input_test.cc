@@ -178,6 +178,12 @@ TEST_F(BadInput, EvictionInputsAndParameters) {
   p = params(EvictPolicy::kRandom);
   p.keep = int64_t{1} << 40;
   expect(EvictInputs{int64_t{1} << 41, nullptr, nullptr, nullptr, 4, 8}, p, "keep", "more indices than the cap");
+  // cab's key-block graph is O(M^2): more key blocks than the backend's limit is refused, not allocated.
+  const test::OwnedTensor long_keys = test::RandomTensor({1, 1, 16385, 1}, DType::kF32, 13);
+  const TensorView long_keys_v = long_keys.view();
+  p = params(EvictPolicy::kCab);
+  p.block_size = 1;
+  expect(EvictInputs{0, nullptr, &long_keys_v, nullptr, 0, 0}, p, "block_size", "too many key blocks");
   p = params(EvictPolicy::kH2O);
   p.policy = static_cast<EvictPolicy>(17);
   expect(all, p, "policy", "unknown policy");

@@ -220,6 +220,29 @@ TEST(Graph, AffinityOnlyEqualsTheFullGraphsScores) {
   EXPECT_TRUE(a->curvature.empty());
 }
 
+// Keys sent as representatives with their bounds give the same graph as keys coarsened here.
+TEST(Graph, RepresentativesWithBoundsGiveTheSameGraph) {
+  const Case c = Cases()[1];
+  const Inputs in = MakeInputs(c, 21);
+  const std::vector<int64_t> shape = {c.B, c.Hkv, in.k.blocks, c.D};
+  const OwnedTensor reps = test::FromValues(shape, DType::kF32, std::vector<double>(in.k.maxl2.begin(), in.k.maxl2.end()));
+  const OwnedTensor lo = test::FromValues(shape, DType::kF32, std::vector<double>(in.k.kmin.begin(), in.k.kmin.end()));
+  const OwnedTensor hi = test::FromValues(shape, DType::kF32, std::vector<double>(in.k.kmax.begin(), in.k.kmax.end()));
+  const TensorView lo_view = lo.view(), hi_view = hi.view();
+  auto sent = CoarseFromRepresentatives(reps.view(), &lo_view, &hi_view, c.block, c.N);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  for (Estimator est : {Estimator::kMaxL2, Estimator::kQuest}) {
+    GraphParams p;
+    p.estimator = est;
+    p.degree = 4;
+    auto a = BuildHeadGraphCpu(in.q, in.k, 1, 3, Coarsening::kMaxL2, p);
+    auto b = BuildHeadGraphCpu(in.q, *sent, 1, 3, Coarsening::kMaxL2, p);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->score, b->score) << Name(est);
+    EXPECT_EQ(a->adjacency, b->adjacency) << Name(est);
+  }
+}
+
 // Representatives of one head, [1, 1, M, D], as coarse state.
 CoarseBlocks FromReps(const std::vector<double>& reps, int M, int D) {
   const OwnedTensor t = test::FromValues({1, 1, M, D}, DType::kF32, reps);

@@ -194,11 +194,11 @@ int main(int argc, char** argv) {
   auto backend = cab::MakeCpuBackend();
   const int H = f.heads, D = f.dim, BS = f.block;
   std::ofstream csv(f.out + "/attention_bench.csv");
-  csv << "n,sparsity,mask_source,density,kept_blocks,predict_ms_cpu,ours_ms,ours_flex_layout_ms,ours_tflops_kept\n";
+  csv << "n,sparsity,mask_source,density,kept_blocks,predict_ms_cpu,ours_ms,ours_flex_layout_ms,ours_tflops_kept,mma_sync_ms\n";
   std::ofstream dcsv(f.out + "/decode_bench.csv");
   dcsv << "n,keep,q_heads,kv_heads,ms,gbps\n";
-  std::printf("%8s %6s %10s %8s %10s %10s %10s %12s\n", "N", "sparse", "masks", "density", "predict_ms", "ours_ms",
-              "flexlay_ms", "TFLOP/s kept");
+  std::printf("%8s %6s %10s %8s %10s %10s %10s %12s %10s\n", "N", "sparse", "masks", "density", "predict_ms", "ours_ms",
+              "flexlay_ms", "TFLOP/s kept", "mma.sync");
   for (int64_t N : f.n) {
     const int M = static_cast<int>((N + BS - 1) / BS);
     const int64_t elems = int64_t(H) * N * D;
@@ -281,15 +281,18 @@ int main(int argc, char** argv) {
       af.row_offsets = nullptr; af.col_indices = nullptr;
       af.kv_num_blocks = dnum.as<int32_t>(); af.kv_indices = didx.as<int32_t>(); af.max_k = max_k;
       const double ms_flex = TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(af, nullptr); }, 1, std::max(3, f.reps / 2));
+      cab::attention::cuda::PrefillArgs am = a;  // the portable mma.sync kernel, for comparison
+      am.kernel = cab::attention::cuda::PrefillKernel::kMmaSync;
+      const double ms_mma = TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(am, nullptr); }, 1, std::max(3, f.reps / 2));
       CHECK_CUDA(cudaGetLastError());
       const double kept = static_cast<double>(mask.kept());
       const double density = kept / (double(H) * M * (M + 1) / 2);
       const double tflops = 4.0 * D * BS * BS * kept / (ms * 1e-3) / 1e12;
-      std::printf("%8lld %6.2f %10s %8.4f %10.1f %10.3f %10.3f %12.1f\n", static_cast<long long>(N), s, source.c_str(), density,
-                  predict_ms, ms, ms_flex, tflops);
+      std::printf("%8lld %6.2f %10s %8.4f %10.1f %10.3f %10.3f %12.1f %10.3f\n", static_cast<long long>(N), s, source.c_str(),
+                  density, predict_ms, ms, ms_flex, tflops, ms_mma);
       std::fflush(stdout);
       csv << N << "," << s << "," << source << "," << density << "," << mask.kept() << "," << predict_ms << "," << ms << ","
-          << ms_flex << "," << tflops << "\n";
+          << ms_flex << "," << tflops << "," << ms_mma << "\n";
     }
     if (f.decode) {
       // Decode: one new query per head, GQA 4 (32 q heads over 8 kv heads), keep-indices spread

@@ -10,29 +10,17 @@
 #include "absl/strings/str_cat.h"
 #include "cab/attention/cuda_attention.h"
 #include "cuda_common.cuh"
+#include "prefill_params.cuh"
 
 namespace cab::attention::cuda {
 namespace {
 
 constexpr int kBK = 64;  // keys per sub-tile
 
-struct KernelParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  int q_heads, kv_heads, group, blocks, mask_heads, max_k;
-  int64_t tokens;
-  float scale_log2;  // softmax scale * log2(e)
-  bool causal;
-  const int64_t* row_offsets;
-  const int32_t* col_indices;
-  const int32_t* kv_num_blocks;
-  const int32_t* kv_indices;
-};
+using detail::KernelParams;
 
 template <typename T, int D, int BQ>
-__global__ void __launch_bounds__(BQ * 2, D == 64 ? 2 : 1) PrefillKernel(const KernelParams p) {
+__global__ void __launch_bounds__(BQ * 2, D == 64 ? 2 : 1) MmaSyncPrefill(const KernelParams p) {
   using M = dev::Mma<T>;
   constexpr int kThreads = BQ * 2;  // 16 query rows per warp
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
@@ -221,10 +209,10 @@ template <typename T, int D, int BQ>
 absl::Status Launch(const KernelParams& kp, int batch, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(BQ + 4 * kBK) * D * sizeof(T);
   static const cudaError_t attr =
-      cudaFuncSetAttribute(PrefillKernel<T, D, BQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      cudaFuncSetAttribute(MmaSyncPrefill<T, D, BQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (attr != cudaSuccess) return absl::InternalError(absl::StrCat("cudaFuncSetAttribute: ", cudaGetErrorString(attr)));
   const dim3 grid(static_cast<unsigned>(batch * kp.q_heads), static_cast<unsigned>(kp.blocks));
-  PrefillKernel<T, D, BQ><<<grid, BQ * 2, smem, stream>>>(kp);
+  MmaSyncPrefill<T, D, BQ><<<grid, BQ * 2, smem, stream>>>(kp);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return absl::InternalError(absl::StrCat("prefill kernel launch: ", cudaGetErrorString(err)));
   return absl::OkStatus();
@@ -281,6 +269,13 @@ absl::Status Prefill(const PrefillArgs& a, void* stream) {
   kp.kv_num_blocks = a.kv_num_blocks;
   kp.kv_indices = a.kv_indices;
   auto s = static_cast<cudaStream_t>(stream);
+  const bool wgmma_fits = a.head_dim == 128 && a.block_size == 128;
+  if (a.kernel == PrefillKernel::kWgmma && !(wgmma_fits && detail::WgmmaAvailable())) {
+    return absl::InvalidArgumentError("kernel: wgmma needs a compute capability 9.0 GPU, head_dim 128 and block_size 128");
+  }
+  if (a.kernel != PrefillKernel::kMmaSync && wgmma_fits && detail::WgmmaAvailable()) {
+    return detail::LaunchWgmma(kp, a.dtype, a.batch, s);
+  }
   if (a.dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, a.batch, a.head_dim, a.block_size, s);
   return LaunchTyped<__half>(kp, a.batch, a.head_dim, a.block_size, s);
 }

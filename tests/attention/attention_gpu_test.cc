@@ -51,6 +51,7 @@ struct PrefillCase {
   double keep_prob;  // < 0: all kept; 0: only the diagonal
   bool flex;         // mask in the FlexAttention layout instead of BSR
   bool causal = true;
+  cuda::PrefillKernel kernel = cuda::PrefillKernel::kAuto;  // auto: wgmma for d128/b128 on Hopper
 };
 class GpuPrefill : public ::testing::TestWithParam<PrefillCase> {};
 
@@ -86,6 +87,7 @@ TEST_P(GpuPrefill, MatchesDoubleReference) {
   a.block_size = c.block;
   a.causal = c.causal;
   a.mask_heads = c.q_heads;
+  a.kernel = c.kernel;
   std::vector<int32_t> num, idx;
   if (c.flex) {
     // Flex layout built here independently of cab::ToFlex: rows padded to max_k with zeros.
@@ -126,7 +128,18 @@ INSTANTIATE_TEST_SUITE_P(
         PrefillCase{"ragged_tail_bf16_b64", DType::kBF16, 1, 2, 1, 333, 64, 64, 0.5, false},
         PrefillCase{"gqa_batch2_bf16", DType::kBF16, 2, 8, 2, 256, 128, 64, 0.5, false},
         PrefillCase{"flex_layout_fp16", DType::kF16, 2, 4, 2, 384, 64, 128, 0.5, true},
-        PrefillCase{"non_causal_bf16", DType::kBF16, 1, 2, 2, 320, 64, 64, 0.5, false, false}),
+        PrefillCase{"non_causal_bf16", DType::kBF16, 1, 2, 2, 320, 64, 64, 0.5, false, false},
+        // head_dim 128 with block 128 runs the wgmma kernel on Hopper (auto); the same cases forced
+        // onto mma.sync keep that kernel covered there too.
+        PrefillCase{"d128_b128_all_kept_fp16", DType::kF16, 1, 2, 2, 512, 128, 128, -1, false},
+        PrefillCase{"d128_b128_diagonal_only_bf16", DType::kBF16, 1, 2, 1, 640, 128, 128, 0.0, false},
+        PrefillCase{"d128_b128_gqa_batch2_ragged_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false},
+        PrefillCase{"d128_b128_flex_fp16", DType::kF16, 1, 4, 4, 512, 128, 128, 0.5, true},
+        PrefillCase{"d128_b128_non_causal_bf16", DType::kBF16, 1, 2, 2, 400, 128, 128, 0.5, false, false},
+        PrefillCase{"mma_sync_d128_b128_bf16", DType::kBF16, 1, 2, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kMmaSync},
+        PrefillCase{"mma_sync_d128_b128_fp16_all", DType::kF16, 1, 2, 1, 512, 128, 128, -1, false, true,
+                    cuda::PrefillKernel::kMmaSync}),
     [](const ::testing::TestParamInfo<PrefillCase>& info) { return std::string(info.param.name); });
 
 struct DecodeCase {

@@ -18,6 +18,11 @@ namespace cab::attention::cuda {
 //  - BSR (as cab::BlockMask holds it): row_offsets [B * mask_heads * M + 1], col_indices;
 //  - FlexAttention: kv_num_blocks [B, mask_heads, M], kv_indices [B, mask_heads, M, max_k].
 // Set exactly one of row_offsets or kv_num_blocks.
+enum class PrefillKernel {
+  kAuto = 0,  // wgmma on compute capability 9.0 for head_dim 128 and block 128, else mma.sync
+  kMmaSync,   // warp-level tensor-core MMA (any head_dim / block the kernels take, sm_80+)
+  kWgmma,     // Hopper warpgroup MMA (an error where it does not apply)
+};
 struct PrefillArgs {
   DType dtype = DType::kBF16;  // kBF16 or kF16; o has the same dtype
   const void* q = nullptr;
@@ -35,6 +40,7 @@ struct PrefillArgs {
   const int32_t* kv_num_blocks = nullptr;
   const int32_t* kv_indices = nullptr;
   int max_k = 0;
+  PrefillKernel kernel = PrefillKernel::kAuto;
 };
 absl::Status Prefill(const PrefillArgs& args, void* stream);
 

@@ -1,0 +1,32 @@
+// Parameters the prefill kernels share (mma.sync in prefill_kernel.cu, wgmma in prefill_wgmma.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "cab/tensor.h"
+
+namespace cab::attention::cuda::detail {
+
+struct KernelParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  int q_heads, kv_heads, group, blocks, mask_heads, max_k;
+  int64_t tokens;
+  float scale_log2;  // softmax scale * log2(e)
+  bool causal;
+  const int64_t* row_offsets;  // BSR layout, or
+  const int32_t* col_indices;
+  const int32_t* kv_num_blocks;  // Flex layout
+  const int32_t* kv_indices;
+};
+
+// Hopper (compute capability 9.0) wgmma kernel for head_dim 128 and block 128 (prefill_wgmma.cu).
+bool WgmmaAvailable();
+absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, cudaStream_t stream);
+
+}  // namespace cab::attention::cuda::detail

@@ -455,3 +455,68 @@ TEST_F(SessionMemoryTest, SessionOverItsMemoryLimitIsResourceExhausted) {
 
 }  // namespace
 }  // namespace cab_it
+
+namespace cab_it {
+namespace {
+
+class TotalMemoryTest : public ServerTest {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions o;
+    o.flags = {"--max_total_bytes=150000"};
+    return o;
+  }
+};
+
+// Two sessions of about 100 kB of coarse state each do not fit in 150 kB together.
+TEST_F(TotalMemoryTest, SessionsOverTheTotalMemoryLimitAreResourceExhausted) {
+  ProblemShape shape;
+  const Problem pb = MakeProblem(shape);
+  const auto config = ConfigFor(shape, 1, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR);
+  StreamClient a(*stub_);
+  ASSERT_TRUE(a.Open(config).ok());
+  auto ack = a.SendChunk(FullChunk(pb, 0, 0, shape.tokens));
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_GT(ack->session_bytes(), 75000) << "the test assumes about 100 kB per session";
+  StreamClient b(*stub_);
+  absl::Status st = b.Open(config).status();
+  for (int64_t at = 0; st.ok() && at < shape.tokens; at += 100) st = b.SendChunk(FullChunk(pb, 0, at, 100)).status();
+  ASSERT_FALSE(st.ok()) << "two sessions held more than --max_total_bytes";
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  // The first session is unharmed, and its memory is returned when it ends.
+  auto reply = a.Query(cab::v1::MaskQuery());
+  EXPECT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(a.Finish().ok());
+  WaitForMetric(server_->metrics_port(), "cab_session_memory_bytes", {}, [](double v) { return v == 0; });
+  StreamClient c(*stub_);
+  ASSERT_TRUE(c.Open(config).ok());
+  EXPECT_TRUE(c.SendChunk(FullChunk(pb, 0, 0, shape.tokens)).ok()) << "memory of finished sessions was not returned";
+  EXPECT_TRUE(c.Finish().ok());
+}
+
+class IdleTimeoutTest : public ServerTest {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions o;
+    o.flags = {"--session_idle_timeout_s=1"};
+    return o;
+  }
+};
+
+TEST_F(IdleTimeoutTest, IdleSessionIsClosedAndCounted) {
+  ProblemShape shape;
+  const Problem pb = MakeProblem(shape);
+  StreamClient s(*stub_);
+  ASSERT_TRUE(s.Open(ConfigFor(shape, 1, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR)).ok());
+  ASSERT_TRUE(s.SendChunk(FullChunk(pb, 0, 0, 200)).ok());
+  const int port = server_->metrics_port();
+  WaitForMetric(port, "cab_sessions_closed_total", {{"reason", "idle_timeout"}}, [](double v) { return v == 1; },
+                absl::Seconds(20));
+  WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 0; });
+  const grpc::Status final = s.FinishAfterError();
+  EXPECT_FALSE(final.ok()) << "the idle stream was not ended";
+  ExpectServerHealthy();
+}
+
+}  // namespace
+}  // namespace cab_it

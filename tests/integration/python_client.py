@@ -14,12 +14,23 @@ import numpy as np
 
 
 def generate_stubs(proto_root, gen_dir):
+    """Generates cab_pb2 / cab_pb2_grpc into gen_dir and puts gen_dir on the import path.
+
+    grpc_tools.protoc first. Debian 12's python3-grpc-tools (1.14) bundles protoc 3.5, which rejects
+    proto3 `optional` fields (cab.proto uses them), so when it fails the system protoc (3.21) with
+    gRPC's Python plugin (both Debian packages the build already installs) generates the same files.
+    """
+    import subprocess
     from grpc_tools import protoc
     os.makedirs(gen_dir, exist_ok=True)
+    proto = os.path.join(proto_root, "cab/v1/cab.proto")
     rc = protoc.main(["grpc_tools.protoc", f"-I{proto_root}", f"--python_out={gen_dir}",
-                      f"--grpc_python_out={gen_dir}", os.path.join(proto_root, "cab/v1/cab.proto")])
+                      f"--grpc_python_out={gen_dir}", proto])
     if rc != 0:
-        sys.exit(f"protoc failed with {rc}")
+        print(f"grpc_tools.protoc failed with {rc}; using /usr/bin/protoc", file=sys.stderr)
+        subprocess.run(["/usr/bin/protoc", f"-I{proto_root}", f"--python_out={gen_dir}",
+                        f"--grpc_python_out={gen_dir}",
+                        "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin", proto], check=True)
     sys.path.insert(0, gen_dir)
 
 
@@ -35,6 +46,37 @@ def wire_tensor(pb, values, dtype):
     return t
 
 
+def session_config(pb, q, k, meta):
+    cfg = pb.SessionConfig(layers=1, heads=q.shape[1], kv_heads=k.shape[1], head_dim=q.shape[3],
+                           block_size=meta["block_size"], batch=q.shape[0], format=pb.MASK_FORMAT_BSR,
+                           dtype=pb.DTYPE_FP16 if meta["dtype"] == "fp16" else pb.DTYPE_FP32)
+    cfg.params.policy = pb.MaskPolicy.Value(meta["policy"])
+    cfg.params.sparsity = meta["sparsity"]
+    cfg.params.graph_degree = meta["graph_degree"]
+    return cfg
+
+
+def chunk_request(pb, q, k, meta, start, end):
+    chunk = pb.Chunk(layer=0, start=start, tokens=end - start)
+    chunk.q.CopyFrom(wire_tensor(pb, np.ascontiguousarray(q[:, :, start:end]), meta["dtype"]))
+    chunk.k.CopyFrom(wire_tensor(pb, np.ascontiguousarray(k[:, :, start:end]), meta["dtype"]))
+    return pb.StreamRequest(chunk=chunk)
+
+
+def hang_stream(pb, stub, q, k, meta):
+    import time
+
+    def requests():
+        yield pb.StreamRequest(config=session_config(pb, q, k, meta))
+        yield chunk_request(pb, q, k, meta, 0, q.shape[2] // 2)
+        time.sleep(600)
+
+    for resp in stub.Stream(requests(), timeout=600):
+        if resp.WhichOneof("kind") == "ack":
+            print("HANGING", flush=True)
+            time.sleep(600)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -42,6 +84,8 @@ def main():
     ap.add_argument("--gen_dir", required=True)
     ap.add_argument("--input_dir", required=True)
     ap.add_argument("--out_dir", required=True)
+    ap.add_argument("--hang_stream", action="store_true",
+                    help="open a stream, send one chunk, then wait to be killed (a broken connection)")
     args = ap.parse_args()
 
     generate_stubs(args.proto_root, args.gen_dir)
@@ -57,6 +101,10 @@ def main():
     opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
     channel = grpc.insecure_channel(args.server, options=opts)
     stub = pb_grpc.MaskPredictorStub(channel)
+
+    if args.hang_stream:
+        hang_stream(pb, stub, q, k, meta)
+        return
 
     info = stub.Info(pb.InfoRequest(), timeout=30)
     with open(os.path.join(args.out_dir, "info.bin"), "wb") as f:
@@ -78,18 +126,9 @@ def main():
     half = n // 2
 
     def requests():
-        cfg = pb.SessionConfig(layers=1, heads=q.shape[1], kv_heads=k.shape[1], head_dim=q.shape[3],
-                               block_size=meta["block_size"], batch=q.shape[0], format=pb.MASK_FORMAT_BSR,
-                               dtype=pb.DTYPE_FP16 if meta["dtype"] == "fp16" else pb.DTYPE_FP32)
-        cfg.params.policy = pb.MaskPolicy.Value(meta["policy"])
-        cfg.params.sparsity = meta["sparsity"]
-        cfg.params.graph_degree = meta["graph_degree"]
-        yield pb.StreamRequest(config=cfg)
+        yield pb.StreamRequest(config=session_config(pb, q, k, meta))
         for start, end in ((0, half), (half, n)):
-            chunk = pb.Chunk(layer=0, start=start, tokens=end - start)
-            chunk.q.CopyFrom(wire_tensor(pb, np.ascontiguousarray(q[:, :, start:end]), meta["dtype"]))
-            chunk.k.CopyFrom(wire_tensor(pb, np.ascontiguousarray(k[:, :, start:end]), meta["dtype"]))
-            yield pb.StreamRequest(chunk=chunk)
+            yield chunk_request(pb, q, k, meta, start, end)
         yield pb.StreamRequest(query=pb.MaskQuery(layer=0, request_id=77))
 
     for resp in stub.Stream(requests(), timeout=60):

@@ -1,9 +1,11 @@
 // A client in another language: python_client.py (Debian's python3-grpcio, stubs generated at test
 // time with grpc_tools.protoc) sends the same inputs, encoded by numpy, and must get the same mask
 // bytes as the C++ path, for every format and on a stream.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -37,25 +39,12 @@ void ExpectSameMask(const cab::v1::BlockMask& py, const cab::v1::BlockMask& cc) 
   EXPECT_DOUBLE_EQ(py.density(), cc.density());
 }
 
-using PythonClientTest = ServerTest;
-
-TEST_F(PythonClientTest, PythonGetsTheSameMaskBytesAsCpp) {
-  ProblemShape shape;
-  shape.dtype = cab::DType::kF16;
-  shape.tokens = 900;
-  // Raw fp32 values; each side converts to fp16 itself (numpy in Python, cab::FloatToHalf in C++).
-  Problem pb = MakeProblem(shape);
-  pb.q = RandomTokens(pb.q.shape, 501);
-  pb.k = RandomTokens(pb.k.shape, 502);
-  TestMaskParams p;
-  p.policy = cab::MaskPolicy::kCab;
-  p.sparsity = 0.75f;
-  p.graph_degree = 5;
-
-  const std::string dir = MakeTempDir("python");
+// Raw fp32 inputs and their description for python_client.py, in dir/in (dir/out for its answers).
+void WriteInputs(const Problem& pb, const std::string& dir) {
   const std::string in = dir + "/in", out = dir + "/out";
   ASSERT_EQ(::mkdir(in.c_str(), 0755), 0);
   ASSERT_EQ(::mkdir(out.c_str(), 0755), 0);
+  const ProblemShape& shape = pb.shape;
   std::ofstream(in + "/q.f32", std::ios::binary)
       .write(reinterpret_cast<const char*>(pb.q.values.data()), pb.q.values.size() * 4);
   std::ofstream(in + "/k.f32", std::ios::binary)
@@ -65,16 +54,47 @@ TEST_F(PythonClientTest, PythonGetsTheSameMaskBytesAsCpp) {
                                    << shape.kv_heads << ", " << shape.tokens << ", " << shape.head_dim
                                    << "], \"dtype\": \"fp16\", \"block_size\": " << shape.block_size
                                    << ", \"policy\": \"MASK_POLICY_CAB\", \"sparsity\": 0.75, \"graph_degree\": 5}\n";
+}
 
-  auto py = ChildProcess::Start({CAB_IT_PYTHON, std::string(CAB_IT_SOURCE_DIR) + "/python_client.py",
-                                 "--server=" + server_->address(), std::string("--proto_root=") + CAB_PROTO_ROOT,
-                                 "--gen_dir=" + dir + "/gen", "--input_dir=" + in, "--out_dir=" + out},
-                                dir + "/python.log");
+absl::StatusOr<std::unique_ptr<ChildProcess>> StartPython(const ServerProcess& server, const std::string& dir,
+                                                          const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {CAB_IT_PYTHON, std::string(CAB_IT_SOURCE_DIR) + "/python_client.py",
+                                   "--server=" + server.address(), std::string("--proto_root=") + CAB_PROTO_ROOT,
+                                   "--gen_dir=" + dir + "/gen", "--input_dir=" + dir + "/in",
+                                   "--out_dir=" + dir + "/out"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return ChildProcess::Start(argv, dir + "/python.log");
+}
+
+Problem PythonProblem() {
+  ProblemShape shape;
+  shape.dtype = cab::DType::kF16;
+  shape.tokens = 900;
+  // Raw fp32 values; each side converts to fp16 itself (numpy in Python, cab::FloatToHalf in C++).
+  Problem pb = MakeProblem(shape);
+  pb.q = RandomTokens(pb.q.shape, 501);
+  pb.k = RandomTokens(pb.k.shape, 502);
+  return pb;
+}
+
+using PythonClientTest = ServerTest;
+
+TEST_F(PythonClientTest, PythonGetsTheSameMaskBytesAsCpp) {
+  const Problem pb = PythonProblem();
+  TestMaskParams p;
+  p.policy = cab::MaskPolicy::kCab;
+  p.sparsity = 0.75f;
+  p.graph_degree = 5;
+
+  const std::string dir = MakeTempDir("python");
+  WriteInputs(pb, dir);
+  auto py = StartPython(*server_, dir, {});
   ASSERT_TRUE(py.ok()) << py.status();
   const auto code = (*py)->WaitExit(absl::Seconds(120));
   ASSERT_TRUE(code.has_value()) << "python client still running after 120 s:\n" << (*py)->Log();
   ASSERT_EQ(*code, 0) << "python client failed:\n" << (*py)->Log();
 
+  const std::string out = dir + "/out";
   cab::v1::InfoResponse info;
   ASSERT_TRUE(info.ParseFromString(Slurp(out + "/info.bin")));
   EXPECT_EQ(info.backend(), "cpu");
@@ -109,6 +129,32 @@ TEST_F(PythonClientTest, PythonGetsTheSameMaskBytesAsCpp) {
   auto decoded = DecodeWireMask(streamed.mask().mask());
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(MaskDiff(*decoded, FromCab(want->mask)), "");
+}
+
+// A client process killed mid-stream (no cancel, the connection just breaks) frees its session.
+TEST_F(PythonClientTest, KilledClientFreesItsSession) {
+  const std::string dir = MakeTempDir("python-kill");
+  WriteInputs(PythonProblem(), dir);
+  const int port = server_->metrics_port();
+  auto closed = [&] {
+    return ReadMetric(port, "cab_sessions_closed_total", {{"reason", "cancelled"}}).value_or(0) +
+           ReadMetric(port, "cab_sessions_closed_total", {{"reason", "error"}}).value_or(0);
+  };
+  const double before = closed();
+  auto py = StartPython(*server_, dir, {"--hang_stream"});
+  ASSERT_TRUE(py.ok()) << py.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while ((*py)->Log().find("HANGING") == std::string::npos && (*py)->Running() && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE((*py)->Log().find("HANGING"), std::string::npos) << "python never got its chunk acked:\n" << (*py)->Log();
+  WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 1; });
+  (*py)->Signal(SIGKILL);
+  (*py)->WaitExit(absl::Seconds(10));
+  WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 0; });
+  WaitForMetric(port, "cab_session_memory_bytes", {}, [](double v) { return v == 0; });
+  EXPECT_EQ(closed(), before + 1) << "the broken stream's session was not counted as cancelled or error";
+  ExpectServerHealthy();
 }
 
 }  // namespace

@@ -35,19 +35,20 @@ __device__ __forceinline__ void LoadVec(const T* p, float (&out)[VEC]) {
 // a warp and its squared norm is reduced with shuffles (deterministic); otherwise shared atomics.
 template <typename T, int VEC, bool kShuffle>
 __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
-  extern __shared__ double smem_d[];
+  extern __shared__ float smem[];
+  constexpr int kUnroll = 4;  // token rows loaded before the first is used: more bytes in flight
   const int D = a.dim, V = D / VEC, NT = kThreads / V;
   const int m = blockIdx.x;
   const int64_t bh = blockIdx.y;
   const int M = gridDim.x;
   const int64_t first = static_cast<int64_t>(m) * a.block_size;
   const int cnt = static_cast<int>(a.tokens - first < a.block_size ? a.tokens - first : a.block_size);
-  double* norm = smem_d;                                           // [block_size]
-  float* red = reinterpret_cast<float*>(smem_d + a.block_size);   // [3][NT][D]
+  float* norm = smem;                    // [block_size] fp32 squared norms (screening only)
+  float* red = smem + a.block_size;      // [3][NT][D]
   const int tid = threadIdx.x, tg = tid / V, v = tid % V;
   const bool active = tg < NT;
   if (!kShuffle) {
-    for (int n = tid; n < cnt; n += kThreads) norm[n] = 0.0;
+    for (int n = tid; n < cnt; n += kThreads) norm[n] = 0.f;
     __syncthreads();
   }
 
@@ -55,29 +56,36 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
 #pragma unroll
   for (int i = 0; i < VEC; ++i) { sum[i] = 0.f; mn[i] = FLT_MAX; mx[i] = -FLT_MAX; }
 
-  const T* base = static_cast<const T*>(a.x) + (bh * a.tokens + first) * D + v * VEC;
+  const T* x = static_cast<const T*>(a.x) + (bh * a.tokens + first) * D;
+  const T* base = x + v * VEC;
   // Every lane of a token group runs the same trip count, so shuffles see full groups.
   const int trips = active ? (cnt - tg + NT - 1) / NT : 0;
-  for (int t = 0; t < trips; ++t) {
-    const int n = tg + t * NT;
-    float e[VEC];
-    LoadVec<T, VEC>(base + static_cast<int64_t>(n) * D, e);
-    double sq = 0.0;  // as the CPU: exact products, summed in double, rounded to float once
+  const unsigned lane = tid % 32;
+  const unsigned group_mask = V >= 32 ? 0xffffffffu : ((1u << V) - 1u) << (lane / V * V);
+  for (int t0 = 0; t0 < trips; t0 += kUnroll) {
+    float e[kUnroll][VEC];
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      sum[i] += e[i];
-      mn[i] = fminf(mn[i], e[i]);
-      mx[i] = fmaxf(mx[i], e[i]);
-      sq += static_cast<double>(e[i]) * e[i];
+    for (int u = 0; u < kUnroll; ++u) {
+      if (t0 + u < trips) LoadVec<T, VEC>(base + static_cast<int64_t>(tg + (t0 + u) * NT) * D, e[u]);
     }
-    if constexpr (kShuffle) {
-      // Only this token group's lanes: other groups of the warp may have left the loop already.
-      const unsigned lane = tid % 32;
-      const unsigned group_mask = V == 32 ? 0xffffffffu : ((1u << V) - 1u) << (lane / V * V);
-      for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
-      if (v == 0) norm[n] = sq;
-    } else {
-      atomicAdd(&norm[n], sq);  // rare shapes only (D / VEC not a power of two <= 32)
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (t0 + u >= trips) break;
+      const int n = tg + (t0 + u) * NT;
+      float sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        sum[i] += e[u][i];
+        mn[i] = fminf(mn[i], e[u][i]);
+        mx[i] = fmaxf(mx[i], e[u][i]);
+        sq = fmaf(e[u][i], e[u][i], sq);
+      }
+      if constexpr (kShuffle) {
+        for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
+        if (v == 0) norm[n] = sq;
+      } else {
+        atomicAdd(&norm[n], sq);  // rare shapes only (D / VEC not a power of two <= 32)
+      }
     }
   }
   if (active) {
@@ -91,31 +99,42 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
   }
   __syncthreads();
 
-  // Argmax of the squared norms, lowest index on ties: each warp reduces, then warp 0 combines.
+  // The fp32 norms only screen: every token within 0.1% of the largest (far above fp32 summation
+  // error) is re-measured as the CPU does (exact products summed in double, rounded to float once),
+  // and the largest of those wins, lowest index on ties. Usually one token, so the double work and
+  // its slow float->double conversions stay off the streaming loop.
   __shared__ float best_v[kThreads / 32];
   __shared__ int best_i[kThreads / 32];
+  float screen = 0.f;
+  for (int n = tid; n < cnt; n += kThreads) screen = fmaxf(screen, norm[n]);
+  for (int off = 16; off > 0; off >>= 1) screen = fmaxf(screen, __shfl_xor_sync(0xffffffffu, screen, off));
+  if (lane == 0) best_v[tid / 32] = screen;
+  __syncthreads();
+  screen = best_v[0];
+  for (int w = 1; w < kThreads / 32; ++w) screen = fmaxf(screen, best_v[w]);
+  const float threshold = screen * (1.f - 1e-3f);
+  __syncthreads();
   float bv = -1.f;
   int bi = 0x7fffffff;
-  for (int n = tid; n < cnt; n += kThreads) {
-    const float x = static_cast<float>(norm[n]);
-    if (x > bv || (x == bv && n < bi)) { bv = x; bi = n; }
-  }
-  for (int off = 16; off > 0; off >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-    const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-    if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
-  }
-  if (tid % 32 == 0) { best_v[tid / 32] = bv; best_i[tid / 32] = bi; }
-  __syncthreads();
-  if (tid < 32) {
-    bv = tid < kThreads / 32 ? best_v[tid] : -1.f;
-    bi = tid < kThreads / 32 ? best_i[tid] : 0x7fffffff;
-    for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-      if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+  for (int n = tid / 32; n < cnt; n += kThreads / 32) {  // one warp per candidate token
+    if (norm[n] < threshold) continue;
+    double s2 = 0.0;
+    for (int d = lane; d < D; d += 32) {
+      const double e = Widen(x[static_cast<int64_t>(n) * D + d]);
+      s2 += e * e;
     }
-    if (tid == 0) { best_v[0] = bv; best_i[0] = bi; }
+    for (int off = 16; off > 0; off >>= 1) s2 += __shfl_xor_sync(0xffffffffu, s2, off);
+    const float exact = static_cast<float>(s2);
+    if (exact > bv) { bv = exact; bi = n; }  // n ascends per warp: ties keep the lower index
+  }
+  if (lane == 0) { best_v[tid / 32] = bv; best_i[tid / 32] = bi; }
+  __syncthreads();
+  if (tid == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) {
+      if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) { bv = best_v[w]; bi = best_i[w]; }
+    }
+    best_v[0] = bv;
+    best_i[0] = bi;
   }
   __syncthreads();
   const int best = best_i[0];
@@ -143,7 +162,7 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
 template <typename T, int VEC, bool kShuffle>
 absl::Status Launch(const CoarsenArgs& a, cudaStream_t stream) {
   const int V = a.dim / VEC, NT = kThreads / V;
-  const size_t smem = static_cast<size_t>(a.block_size) * sizeof(double) + 3 * static_cast<size_t>(NT) * a.dim * sizeof(float);
+  const size_t smem = (static_cast<size_t>(a.block_size) + 3 * static_cast<size_t>(NT) * a.dim) * sizeof(float);
   auto kernel = CoarsenKernel<T, VEC, kShuffle>;
   if (smem > 48 * 1024) {
     CAB_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

@@ -272,9 +272,12 @@ absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block
   CAB_CUDA_RETURN(cudaMemcpyAsync(c.best_norm2.data(), a.best_norm2, rows * 4, cudaMemcpyDeviceToHost, stream));
   CAB_CUDA_RETURN(cudaMemcpyAsync(c.count.data(), a.count, rows * 4, cudaMemcpyDeviceToHost, stream));
   CAB_CUDA_RETURN(cudaStreamSynchronize(stream));
-  // A non-finite input shows in the channel min / max; the CPU path names the offending element.
+  // A non-finite input shows in the mean (NaN propagates through the sum; fminf / fmaxf skip it) or
+  // in min / max (infinities); the CPU path then names the offending element.
   for (size_t i = 0; i < elems; ++i) {
-    if (!std::isfinite(c.kmin[i]) || !std::isfinite(c.kmax[i])) return CoarsenCpu(x, block_size);
+    if (!std::isfinite(c.mean[i]) || !std::isfinite(c.kmin[i]) || !std::isfinite(c.kmax[i])) {
+      return CoarsenCpu(x, block_size);
+    }
   }
   return c;
 }

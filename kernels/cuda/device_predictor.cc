@@ -107,7 +107,9 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
   CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, stream_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[2], stream_));
-  CAB_RETURN_IF_ERROR(LaunchGraph(graph_, dp, stream_));
+  // magnitude and quest rank by S alone: no graph needed.
+  const bool needs_graph = graph_only || p.policy == MaskPolicy::kCab || p.policy == MaskPolicy::kAdaptive;
+  if (needs_graph) CAB_RETURN_IF_ERROR(LaunchGraph(graph_, dp, stream_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[3], stream_));
   if (!graph_only) {
     CAB_RETURN_IF_ERROR(LaunchSelect(graph_, dp, row_begin, rows_, keep_.as<uint32_t>(), stream_));

@@ -2,6 +2,7 @@
 // the policy's selection (SPEC 3), written as the row's bitset. The rules mirror the CPU backend's
 // (kernels/cpu/select*.cc, docs/policies.md); curvature uses the CPU's float expression in the same
 // order, and this file is compiled without FMA contraction, so equal integer inputs give equal F.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 
@@ -40,6 +41,7 @@ struct RowState {
   uint64_t* sort_buf;  // [pow2 >= M]
   float* edge_f;       // [M]
   int32_t* edge_j;     // [M]
+  int capacity;        // entries of edge_f / edge_j
 };
 
 // Collects the row's edges j < n (and untaken when `untaken_only`) with their curvature into
@@ -62,12 +64,14 @@ __device__ int CollectEdges(const GraphBuffers& g, const DeviceMaskParams& p, in
       const float f = EdgeCurvature(g, p, head_row0, i, j, t);
       if (f != f) continue;
       const int at = atomicAdd(counter, 1);
-      st.edge_f[at] = f;
-      st.edge_j[at] = j;
+      if (at < st.capacity) {  // always, by the capacity rule in LaunchSelect; never write past it
+        st.edge_f[at] = f;
+        st.edge_j[at] = j;
+      }
     }
   }
   __syncthreads();
-  return *counter;
+  return min(*counter, st.capacity);
 }
 
 __device__ __forceinline__ bool IsTaken(const uint32_t* taken, int j) { return (taken[j / 32] >> (j % 32)) & 1u; }
@@ -101,14 +105,15 @@ __device__ void FillInOrder(Get get, int len, uint32_t* taken, int* size, int bu
 }
 
 __global__ void __launch_bounds__(kRowThreads) SelectKernel(GraphBuffers g, DeviceMaskParams p, int row_begin, int rows,
-                                                           uint32_t* keep, int sort_capacity) {
+                                                           uint32_t* keep, int sort_capacity, int edge_capacity) {
   extern __shared__ uint64_t smem64[];
   const int M = g.blocks, W = g.words();
   RowState st;
   st.sort_buf = smem64;
   st.edge_f = reinterpret_cast<float*>(smem64 + sort_capacity);
-  st.edge_j = reinterpret_cast<int32_t*>(st.edge_f + M);
-  st.row_bits = reinterpret_cast<uint32_t*>(st.edge_j + M);
+  st.edge_j = reinterpret_cast<int32_t*>(st.edge_f + edge_capacity);
+  st.row_bits = reinterpret_cast<uint32_t*>(st.edge_j + edge_capacity);
+  st.capacity = edge_capacity;
   st.taken = st.row_bits + W;
   __shared__ int size, counter;
   __shared__ int iscratch[4];
@@ -247,14 +252,19 @@ absl::Status LaunchDenseCurvature(const GraphBuffers& g, const DeviceMaskParams&
 
 absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int row_begin, int rows, uint32_t* keep,
                           cudaStream_t stream) {
-  const int capacity = NextPow2(g.blocks);
-  const size_t smem = static_cast<size_t>(capacity) * sizeof(uint64_t) + 2 * static_cast<size_t>(g.blocks) * 4 +
+  // Causal cab: a row's candidate edges (j < i) are only its own r picks (an earlier block cannot
+  // pick a later one), so r slots suffice and the kernel keeps high occupancy. Otherwise (adaptive
+  // sorts the whole row; a non-causal row may have up to M edges) the row's full width.
+  const bool small = p.causal && p.policy != static_cast<int>(MaskPolicy::kAdaptive);
+  const int edges = small ? std::min(p.degree, g.blocks) : g.blocks;
+  const int capacity = NextPow2(edges);
+  const size_t smem = static_cast<size_t>(capacity) * sizeof(uint64_t) + 2 * static_cast<size_t>(edges) * 4 +
                       2 * static_cast<size_t>(g.words()) * 4;
   if (smem > 48 * 1024) {
     CAB_CUDA_RETURN(cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
   dim3 grid(rows, g.heads);
-  SelectKernel<<<grid, kRowThreads, smem, stream>>>(g, p, row_begin, rows, keep, capacity);
+  SelectKernel<<<grid, kRowThreads, smem, stream>>>(g, p, row_begin, rows, keep, capacity, edges);
   CAB_CUDA_LAUNCHED("select rows");
   return absl::OkStatus();
 }

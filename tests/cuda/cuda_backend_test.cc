@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -32,7 +33,9 @@ struct Plugin {
 Plugin& GetPlugin() {
   static Plugin* plugin = [] {
     auto* p = new Plugin;
-    void* lib = dlopen(CAB_CUDA_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
+    // CAB_CUDA_PLUGIN overrides the build-tree path (scripts/gpu-run.sh runs a bundled copy).
+    const char* path = std::getenv("CAB_CUDA_PLUGIN") ? std::getenv("CAB_CUDA_PLUGIN") : CAB_CUDA_PLUGIN_PATH;
+    void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) {
       p->why = std::string("cannot load the CUDA plugin: ") + dlerror();
       return p;
@@ -58,7 +61,9 @@ Plugin& GetPlugin() {
 
 #define REQUIRE_GPU()                                                    \
   Backend* gpu = GetPlugin().backend.get();                              \
-  if (gpu == nullptr) GTEST_SKIP() << "skipped: " << GetPlugin().why;
+  if (gpu == nullptr) {                                                  \
+    GTEST_SKIP() << "skipped: " << GetPlugin().why;                      \
+  }
 
 struct Input {
   std::vector<int64_t> shape;
@@ -344,7 +349,9 @@ TEST(CudaBackend, EvictMatchesCpu) {
     auto want = cpu->Evict(in, p);
     auto got = gpu->Evict(in, p);
     ASSERT_EQ(want.ok(), got.ok());
-    if (want.ok()) EXPECT_EQ(got->indices, want->indices);
+    if (want.ok()) {
+      EXPECT_EQ(got->indices, want->indices);
+    }
   }
 }
 

@@ -1,0 +1,206 @@
+// Kernel time of the CUDA predictor on device-resident Q and K (SPEC 1-3, policy cab), with CUDA
+// events: coarsening of Q and K, scores (cuBLAS), top lists (softmax + top-r fused), graph (edges +
+// degrees), curvature + selection. Median of many runs after warm-up; random bf16 inputs regenerated
+// per size (never zeros). Prints a markdown table and, with --out=FILE, writes it there too.
+//
+//   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
+//                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "coarsen_kernel.h"
+#include "cuda_status.h"
+#include "device_predictor.h"
+
+namespace {
+
+using cab::cuda::DevicePredictor;
+
+#define CHECK_OK(expr)                                                              \
+  do {                                                                              \
+    absl::Status _s = (expr);                                                       \
+    if (!_s.ok()) {                                                                 \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, _s.ToString().c_str()); \
+      std::exit(1);                                                                 \
+    }                                                                               \
+  } while (0)
+#define CHECK_CUDA(expr) CHECK_OK(::cab::cuda::CudaStatus((expr), #expr))
+
+// Hash-based normal-ish values in bf16 (sum of uniforms), a few tokens scaled up as "needles".
+__global__ void FillKernel(__nv_bfloat16* x, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    const float u = ((z & 0xffff) + ((z >> 16) & 0xffff) + ((z >> 32) & 0xffff) - 98302.5f) / 37837.f;
+    x[i] = __float2bfloat16(u);
+  }
+}
+
+std::vector<int> ParseList(const char* s) {
+  std::vector<int> out;
+  while (*s) {
+    out.push_back(std::atoi(s));
+    const char* c = std::strchr(s, ',');
+    if (!c) break;
+    s = c + 1;
+  }
+  return out;
+}
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.f : (v.size() % 2 ? v[v.size() / 2] : 0.5f * (v[v.size() / 2 - 1] + v[v.size() / 2]));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128};
+  int heads = 32, dim = 128, iters = 30, warmup = 5;
+  float sparsity = 0.95f;
+  std::string policy = "cab", gemm = "auto", out_path;
+  for (int a = 1; a < argc; ++a) {
+    const char* s = argv[a];
+    auto val = [&](const char* key) -> const char* {
+      const size_t n = std::strlen(key);
+      return std::strncmp(s, key, n) == 0 ? s + n : nullptr;
+    };
+    if (const char* v = val("--n=")) ns = ParseList(v);
+    else if (const char* v = val("--blocks=")) blocks = ParseList(v);
+    else if (const char* v = val("--heads=")) heads = std::atoi(v);
+    else if (const char* v = val("--dim=")) dim = std::atoi(v);
+    else if (const char* v = val("--sparsity=")) sparsity = std::atof(v);
+    else if (const char* v = val("--policy=")) policy = v;
+    else if (const char* v = val("--iters=")) iters = std::atoi(v);
+    else if (const char* v = val("--warmup=")) warmup = std::atoi(v);
+    else if (const char* v = val("--gemm=")) gemm = v;
+    else if (const char* v = val("--out=")) out_path = v;
+    else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
+  }
+  cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
+  if (gemm == "fp32") gp = cab::cuda::GemmPolicy::kFp32;
+  if (gemm == "tf32") gp = cab::cuda::GemmPolicy::kTf32;
+  if (gemm == "bf16") gp = cab::cuda::GemmPolicy::kBf16;
+  auto parsed_policy = cab::ParseMaskPolicy(policy);
+  CHECK_OK(parsed_policy.status());
+
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  auto pred_or = DevicePredictor::Create(0, gp);
+  CHECK_OK(pred_or.status());
+  DevicePredictor& pred = **pred_or;
+  cudaStream_t stream = pred.stream();
+  cudaEvent_t e0, e1, e2;
+  CHECK_CUDA(cudaEventCreate(&e0));
+  CHECK_CUDA(cudaEventCreate(&e1));
+  CHECK_CUDA(cudaEventCreate(&e2));
+
+  std::string table;
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "# cab-bench-gpu on %s: B=1, H=%d, D=%d, bf16, policy %s, sparsity %.2f, gemm %s, median of %d after %d warm-up\n\n"
+                "| N | block | M | total ms | coarsen Q+K ms | scores ms | top lists ms | graph ms | select ms | kept/row (last) |\n"
+                "|---|---|---|---|---|---|---|---|---|---|\n",
+                prop.name, heads, dim, policy.c_str(), sparsity, gemm.c_str(), iters, warmup);
+  table += line;
+  std::printf("%s", line);
+  std::fflush(stdout);
+
+  for (int n : ns) {
+    const size_t elems = static_cast<size_t>(heads) * n * dim;
+    __nv_bfloat16 *q = nullptr, *k = nullptr;
+    CHECK_CUDA(cudaMalloc(&q, elems * 2));
+    CHECK_CUDA(cudaMalloc(&k, elems * 2));
+    FillKernel<<<4096, 256, 0, stream>>>(q, elems, 0x1234 + n);
+    FillKernel<<<4096, 256, 0, stream>>>(k, elems, 0x5678 + n);
+    CHECK_CUDA(cudaGetLastError());
+    for (int block : blocks) {
+      const int M = (n + block - 1) / block;
+      const size_t celems = static_cast<size_t>(heads) * M * dim;
+      float *qc, *kc, *kmin, *kmax;
+      CHECK_CUDA(cudaMalloc(&qc, celems * 4));
+      CHECK_CUDA(cudaMalloc(&kc, celems * 4));
+      CHECK_CUDA(cudaMalloc(&kmin, celems * 4));
+      CHECK_CUDA(cudaMalloc(&kmax, celems * 4));
+      cab::cuda::CoarsenArgs qa, ka;
+      qa.x = q;
+      qa.dtype = cab::DType::kBF16;
+      qa.batch = 1;
+      qa.heads = heads;
+      qa.dim = dim;
+      qa.block_size = block;
+      qa.tokens = n;
+      qa.maxl2 = qc;  // the query side needs only its representative
+      ka = qa;
+      ka.x = k;
+      ka.maxl2 = kc;
+      ka.kmin = kmin;  // Quest's bounds come from the same pass, as the server keeps them
+      ka.kmax = kmax;
+      cab::cuda::PredictorInputs in;
+      in.batch = 1;
+      in.q_heads = heads;
+      in.kv_heads = heads;
+      in.blocks = M;
+      in.dim = dim;
+      in.q_rep = qc;
+      in.k_feature = kc;
+      in.kmin = kmin;
+      in.kmax = kmax;
+      in.bf16_exact = true;  // max-L2 representatives of bf16 inputs are bf16 values
+      cab::MaskParams p;
+      p.policy = *parsed_policy;
+      p.sparsity = sparsity;
+
+      std::vector<float> total, coarsen, stage[cab::cuda::kStageCount];
+      for (int it = 0; it < warmup + iters; ++it) {
+        CHECK_CUDA(cudaEventRecord(e0, stream));
+        CHECK_OK(cab::cuda::LaunchCoarsen(qa, stream));
+        CHECK_OK(cab::cuda::LaunchCoarsen(ka, stream));
+        CHECK_CUDA(cudaEventRecord(e1, stream));
+        CHECK_OK(pred.Enqueue(in, p, 0, M, false));
+        CHECK_CUDA(cudaEventRecord(e2, stream));
+        CHECK_CUDA(cudaEventSynchronize(e2));
+        auto ms = pred.StageMs();
+        CHECK_OK(ms.status());
+        float t = 0, c = 0;
+        CHECK_CUDA(cudaEventElapsedTime(&t, e0, e2));
+        CHECK_CUDA(cudaEventElapsedTime(&c, e0, e1));
+        if (it < warmup) continue;
+        total.push_back(t);
+        coarsen.push_back(c);
+        for (int s = 0; s < cab::cuda::kStageCount; ++s) stage[s].push_back((*ms)[s]);
+      }
+      cab::BlockMask mask;
+      CHECK_OK(pred.DownloadMask(&mask));
+      const int64_t last = mask.row_offsets.size() >= 2 ? mask.row_offsets[M] - mask.row_offsets[M - 1] : 0;
+      std::snprintf(line, sizeof(line), "| %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %lld |\n", n, block, M,
+                    Median(total), Median(coarsen), Median(stage[0]), Median(stage[1]), Median(stage[2]),
+                    Median(stage[3]), static_cast<long long>(last));
+      table += line;
+      std::printf("%s", line);
+      std::fflush(stdout);
+      cudaFree(qc);
+      cudaFree(kc);
+      cudaFree(kmin);
+      cudaFree(kmax);
+    }
+    cudaFree(q);
+    cudaFree(k);
+  }
+  if (!out_path.empty()) {
+    FILE* f = std::fopen(out_path.c_str(), "w");
+    if (f) {
+      std::fputs(table.c_str(), f);
+      std::fclose(f);
+    }
+  }
+  return 0;
+}

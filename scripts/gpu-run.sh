@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The CUDA backend's GPU run in two halves (docs/cuda-backend.md):
+#   scripts/gpu-run.sh prepare   here (Debian build host, nvcc but no GPU): configure build-g, build the
+#                                plugin, the cross-backend test, the kernel benchmark, cab-server and
+#                                cab-client, and pack them with their libraries into bundle-g/.
+#   scripts/gpu-run.sh remote    on the GPU host (the device tool's `run`, with carry=["bundle-g"]):
+#                                GPU tests, kernel benchmark, the PyTorch peer, and cab-server end to
+#                                end (CPU vs CUDA masks, loopback latency); everything lands in $OUT.
+# Example:  scripts/gpu-run.sh prepare   then   run(command="scripts/gpu-run.sh remote", carry=["bundle-g"])
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-g}
+BUNDLE=${BUNDLE:-bundle-g}
+
+prepare() {
+  set -e
+  cmake -S . -B "$BUILD" -G Ninja >/dev/null
+  ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cab-bench-gpu
+  local extra=()
+  for t in cab-server cab-client; do
+    if ninja -C "$BUILD" -j2 "$t"; then extra+=("$BUILD/bin/$t"); else echo "warning: $t did not build; end-to-end part skipped"; fi
+  done
+  rm -rf "$BUNDLE"
+  ../shared/tools/gpu-bundle.sh "$BUNDLE" "$BUILD/bin/cab-bench-gpu" "$BUILD/tests/cuda/cuda_backend_test" "${extra[@]}" \
+    2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "$BUILD/bin/cab-bench-gpu" "$BUILD/tests/cuda/cuda_backend_test" "${extra[@]}"
+  cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
+  du -sh "$BUNDLE"
+}
+
+# Starts cab-server with the given backend; prints its gRPC port.
+start_server() {
+  local backend=$1 portfile=/tmp/cab-$1.port
+  rm -f "$portfile"
+  "$BUNDLE/bin/cab-server" --backend="$backend" --listen=127.0.0.1:0 --metrics_listen= --port_file="$portfile" \
+    --max_blocks=4096 --max_tokens=1048576 >"/tmp/cab-server-$backend.log" 2>&1 &
+  for _ in $(seq 1 100); do
+    [ -s "$portfile" ] && break
+    sleep 0.1
+  done
+  sed -n 's/.*grpc=\([0-9]*\).*/\1/p' "$portfile"
+}
+
+remote() {
+  : "${OUT:?OUT must be set (the device tool sets it)}"
+  export LD_LIBRARY_PATH=$PWD/$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export CAB_CUDA_PLUGIN=$PWD/$BUNDLE/lib/libcab_cuda_backend.so
+  export PYTHONUNBUFFERED=1
+  local summary=$OUT/summary.md
+  { echo "# GPU run $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; } | tee "$summary"
+
+  echo "## cross-backend test" | tee -a "$summary"
+  timeout 150 "$BUNDLE/bin/cuda_backend_test" >"$OUT/test.log" 2>&1
+  echo "exit $?" | tee -a "$summary"
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |rows differ|entries differ|Failure" "$OUT/test.log" | head -40 | tee -a "$summary"
+
+  echo "## kernel benchmark (CUDA events)" | tee -a "$summary"
+  timeout 150 "$BUNDLE/bin/cab-bench-gpu" --out="$OUT/bench-cuda.md" >/dev/null 2>"$OUT/bench-cuda.err"
+  echo "exit $?" | tee -a "$summary"
+  cat "$OUT/bench-cuda.md" "$OUT/bench-cuda.err" 2>/dev/null | tee -a "$summary"
+  if [ -n "${BENCH_EXTRA:-}" ]; then
+    timeout 120 "$BUNDLE/bin/cab-bench-gpu" $BENCH_EXTRA 2>&1 | tee -a "$summary"
+  fi
+
+  echo "## PyTorch peer" | tee -a "$summary"
+  timeout 150 python3 bench/gpu/torch_predictor.py --out "$OUT/bench-torch.md" >/dev/null 2>"$OUT/bench-torch.err"
+  echo "exit $?" | tee -a "$summary"
+  cat "$OUT/bench-torch.md" 2>/dev/null | tee -a "$summary"
+  tail -5 "$OUT/bench-torch.err" | tee -a "$summary"
+
+  if [ -x "$BUNDLE/bin/cab-server" ] && [ -x "$BUNDLE/bin/cab-client" ] && [ -z "${SKIP_E2E:-}" ]; then
+    echo "## end to end (cab-server over loopback)" | tee -a "$summary"
+    local gpu_port cpu_port
+    gpu_port=$(start_server cuda)
+    cpu_port=$(start_server cpu)
+    echo "cuda server port ${gpu_port:-none}, cpu server port ${cpu_port:-none}" | tee -a "$summary"
+    head -5 /tmp/cab-server-cuda.log | tee -a "$summary"
+    local client="$BUNDLE/bin/cab-client"
+    for policy in cab magnitude quest adaptive; do
+      for port in "$gpu_port" "$cpu_port"; do
+        timeout 60 "$client" predict --server=127.0.0.1:"$port" --seq_len=8192 --heads=8 --kv_heads=4 --head_dim=128 \
+          --dtype=bf16 --block_size=64 --policy="$policy" --print_rows=128 2>&1 | grep "row " >"/tmp/rows-$port-$policy.txt"
+      done
+      if cmp -s "/tmp/rows-$gpu_port-$policy.txt" "/tmp/rows-$cpu_port-$policy.txt"; then r=identical; else r="differ in $(diff "/tmp/rows-$gpu_port-$policy.txt" "/tmp/rows-$cpu_port-$policy.txt" | grep -c '^<') rows"; fi
+      echo "e2e $policy (N=8192, Hq=8, Hkv=4, D=128, bf16, head 0, 128 rows): cuda vs cpu server masks $r ($(wc -l <"/tmp/rows-$gpu_port-$policy.txt") rows)" | tee -a "$summary"
+    done
+    for n in 16384 131072; do
+      for reps in "" "--representatives"; do
+        [ "$n" = 131072 ] && [ -z "$reps" ] && continue  # 2 GiB of raw Q/K exceeds one gRPC message
+        echo "e2e bench cuda N=$n $reps:" | tee -a "$summary"
+        timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=10 --warmup=2 --seq_len=$n --heads=32 \
+          --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 $reps --json 2>&1 | tail -3 | tee -a "$summary"
+      done
+    done
+    kill %1 %2 2>/dev/null
+    cat /tmp/cab-server-cuda.log >"$OUT/server-cuda.log" 2>/dev/null
+  fi
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  remote) remote ;;
+  *) echo "usage: $0 prepare|remote" >&2; exit 2 ;;
+esac

@@ -178,6 +178,10 @@ int Main(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(o.drain_grace_s * 1000)));
   server->Wait();
+  // A task cancelled by the deadline still finishes its current stage and answers through the
+  // server: wait for it before the server goes away.
+  pool.WaitIdle();
+  server.reset();
   Log("drained; exiting");
   return 0;
 }

@@ -35,6 +35,11 @@ size_t WorkerPool::depth() const {
   return queue_.size();
 }
 
+void WorkerPool::WaitIdle() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [this] { return running_ == 0 && queue_.empty(); });
+}
+
 void WorkerPool::Run() {
   for (;;) {
     std::function<void()> task;
@@ -45,8 +50,14 @@ void WorkerPool::Run() {
       task = std::move(queue_.front());
       queue_.pop_front();
       if (on_depth_) on_depth_(queue_.size());
+      ++running_;
     }
     task();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --running_;
+      if (running_ == 0 && queue_.empty()) idle_cv_.notify_all();
+    }
   }
 }
 

@@ -25,6 +25,9 @@ class WorkerPool {
   // Queues `task`; false when the queue is full (the caller answers RESOURCE_EXHAUSTED).
   bool Submit(std::function<void()> task);
   size_t depth() const;
+  // Blocks until the queue is empty and no task runs (used at shutdown, before the gRPC server
+  // that the tasks answer through is destroyed).
+  void WaitIdle();
   int threads() const { return static_cast<int>(workers_.size()); }
 
  private:
@@ -35,6 +38,8 @@ class WorkerPool {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
+  std::condition_variable idle_cv_;
+  int running_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 };

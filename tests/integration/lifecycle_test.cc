@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -200,9 +201,12 @@ TEST_F(DrainTest, SigtermGoesNotServingFinishesInFlightWorkAndExitsZero) {
   std::atomic<bool> done{false};
   grpc::Status inflight_status;
   cab::v1::PredictResponse inflight_resp;
+  absl::Duration inflight_time;
   std::thread inflight([&] {
     auto ctx = Context(absl::Seconds(120));
+    const absl::Time start = absl::Now();
     inflight_status = stub_->Predict(ctx.get(), req, &inflight_resp);
+    inflight_time = absl::Now() - start;
     done = true;
   });
   WaitForMetric(server_->metrics_port(), "cab_inflight_requests", {}, [](double v) { return v >= 1; },
@@ -230,7 +234,9 @@ TEST_F(DrainTest, SigtermGoesNotServingFinishesInFlightWorkAndExitsZero) {
   }
 
   inflight.join();
-  EXPECT_FALSE(finished_early) << "the in-flight request finished before SIGTERM; make it bigger";
+  RecordProperty("inflight_seconds", absl::StrCat(absl::ToDoubleSeconds(inflight_time)));
+  EXPECT_FALSE(finished_early) << "the in-flight request (" << inflight_time
+                               << ") finished before SIGTERM; make it bigger";
   ASSERT_TRUE(inflight_status.ok()) << "in-flight request failed during the drain: " << Describe(inflight_status);
   auto mask = DecodeWireMask(inflight_resp.mask());
   ASSERT_TRUE(mask.ok()) << mask.status();

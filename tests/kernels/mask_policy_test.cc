@@ -274,6 +274,11 @@ TEST(MaskPolicy, CausalDiagonalAndExactBudgets) {
         ASSERT_TRUE(result.ok()) << result.status();
         const BlockMask& m = result->mask;
         EXPECT_TRUE(m.Check(causal).ok()) << m.Check(causal);
+        auto via_bitmap = FromBitmap(ToBitmap(m));
+        auto via_flex = FromFlex(ToFlex(m));
+        ASSERT_TRUE(via_bitmap.ok() && via_flex.ok());
+        EXPECT_EQ(via_bitmap->col_indices, m.col_indices);
+        EXPECT_EQ(via_flex->row_offsets, m.row_offsets);
         for (int b = 0; b < m.batch; ++b) {
           for (int h = 0; h < m.heads; ++h) {
             for (int r = 0; r < m.rows; ++r) {

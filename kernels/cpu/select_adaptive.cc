@@ -9,6 +9,7 @@
 // RowBudget (sparsity, blocks_per_row) does not apply.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "select.h"
 
@@ -22,15 +23,23 @@ void SelectAdaptive(const HeadSelectInput& in, int row, RowPicker& picker) {
   for (int j = 0; j < p.sink_blocks; ++j) picker.Add(j);
 
   // Mass coverage over all candidates (the diagonal and sinks count toward the mass when reached).
-  std::vector<int32_t> all(n);
-  for (int j = 0; j < n; ++j) all[j] = j;
+  // Candidates by descending S (ties: lower j), ordered in growing chunks only as far as the mass
+  // walk needs: peaked rows stop after a few blocks without sorting the whole row.
+  const float* s = g.score.data() + static_cast<size_t>(row) * g.blocks;
+  std::vector<std::pair<float, int32_t>> keyed(n);
+  for (int j = 0; j < n; ++j) keyed[j] = {-RankKey(s[j]), j};
   // The small slack keeps tau = 1 from needing blocks of zero mass because of float rounding.
   const double target = static_cast<double>(p.adaptive_tau) - 1e-6;
   double mass = 0;
-  for (const auto& [key, j] : RankByScore(g, row, all, n)) {
-    if (mass >= target) break;
-    mass += g.A(row, j);
-    picker.Add(j);
+  for (size_t done = 0, chunk = 32; done < keyed.size() && mass < target; chunk *= 2) {
+    const size_t end = std::min(keyed.size(), done + chunk);
+    if (end < keyed.size()) std::nth_element(keyed.begin() + done, keyed.begin() + end, keyed.end());
+    std::sort(keyed.begin() + done, keyed.begin() + end);
+    for (; done < end && mass < target; ++done) {
+      mass += g.A(row, keyed[done].second);
+      picker.Add(keyed[done].second);
+    }
+    done = end;
   }
 
   // Curvature outliers among the row's edges (two-pass mean and population std, in double).

@@ -27,6 +27,7 @@ struct KernelParams {
 
 // Hopper (compute capability 9.0) wgmma kernel for head_dim 128 and block 128 (prefill_wgmma.cu).
 bool WgmmaAvailable();
-absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, cudaStream_t stream);
+// pipelined: next block's S overlapped with this block's P V (3 stages); else one GEMM at a time.
+absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, bool pipelined, cudaStream_t stream);
 
 }  // namespace cab::attention::cuda::detail

@@ -24,6 +24,38 @@ __device__ __forceinline__ int TileOffset(int row, int chunk, int rows) {
   return (chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
 }
 
+// Normalises the output rows and writes them with 16-byte stores, staged (row-major, swizzled by
+// row) in the Q buffer, which every warpgroup has finished reading once the barrier passes.
+template <typename T>
+__device__ __forceinline__ void WriteOutput(const float (&o)[kD / 2], float (&l)[2], unsigned char* sQ, T* og, int64_t q0,
+                                            int64_t N, int wg, int warp, int lane) {
+  using M = dev::Mma<T>;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    l[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+  }
+  __syncthreads();
+  T* stage_out = reinterpret_cast<T*>(sQ);
+  const int srow = wg * 64 + warp * 16 + (lane >> 2);
+#pragma unroll
+  for (int j = 0; j < kD / 8; ++j) {
+    *reinterpret_cast<uint32_t*>(stage_out + dev::Swz<kD>(srow, j) + (lane & 3) * 2) = M::Pack(o[j * 4] * l[0], o[j * 4 + 1] * l[0]);
+    *reinterpret_cast<uint32_t*>(stage_out + dev::Swz<kD>(srow + 8, j) + (lane & 3) * 2) =
+        M::Pack(o[j * 4 + 2] * l[1], o[j * 4 + 3] * l[1]);
+  }
+  __syncwarp();
+#pragma unroll
+  for (int c = lane; c < 16 * 16; c += 32) {
+    const int row = wg * 64 + warp * 16 + (c >> 4), ch = c & 15;
+    if (q0 + row < N) {
+      *reinterpret_cast<uint4*>(og + static_cast<int64_t>(row) * kD + ch * 8) =
+          *reinterpret_cast<const uint4*>(stage_out + dev::Swz<kD>(row, ch));
+    }
+  }
+}
+
 template <typename T, int BK>
 __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefill(const KernelParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -174,47 +206,232 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefill(const KernelParams p
   }
   dev::CpAsyncWait<0>();
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    l[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
-  }
-  // Stage this warp's 16 rows (row-major, swizzled by row) in sQ, then 16-byte stores. Every
-  // warpgroup has finished reading sQ: the last barrier of the loop, or no tile at all.
-  __syncthreads();
-  T* stage_out = reinterpret_cast<T*>(sQ);
-  const int srow = wg * 64 + warp * 16 + (lane >> 2);
-#pragma unroll
-  for (int j = 0; j < kD / 8; ++j) {
-    *reinterpret_cast<uint32_t*>(stage_out + dev::Swz<kD>(srow, j) + (lane & 3) * 2) = M::Pack(o[j * 4] * l[0], o[j * 4 + 1] * l[0]);
-    *reinterpret_cast<uint32_t*>(stage_out + dev::Swz<kD>(srow + 8, j) + (lane & 3) * 2) =
-        M::Pack(o[j * 4 + 2] * l[1], o[j * 4 + 3] * l[1]);
-  }
-  __syncwarp();
-#pragma unroll
-  for (int c = lane; c < 16 * 16; c += 32) {
-    const int row = wg * 64 + warp * 16 + (c >> 4), ch = c & 15;
-    if (q0 + row < N) {
-      *reinterpret_cast<uint4*>(og + static_cast<int64_t>(row) * kD + ch * 8) =
-          *reinterpret_cast<const uint4*>(stage_out + dev::Swz<kD>(row, ch));
-    }
-  }
+  WriteOutput<T>(o, l, sQ, og, q0, N, wg, warp, lane);
 #else
   __trap();  // built for sm_90a only; LaunchWgmma checks the device first
+#endif
+}
+
+
+// ---- Pipelined variant -------------------------------------------------------------------------
+// The tensor cores idle while a warpgroup does its softmax. Here each iteration issues S for the
+// next kept block and O += P V for the current one back to back, and computes the next softmax
+// while P V still runs; the rescale of O waits for P V. K/V go through 3 shared-memory stages so
+// that the loads of block t + 2 overlap both GEMMs. 224 KB of shared memory: one CTA per SM.
+
+template <int BK>
+__device__ __forceinline__ void MaskScores(float (&s)[BK / 2], int64_t k0, int64_t row0, int64_t n, bool causal,
+                                           int64_t first_row, int lane) {
+  if (!((k0 + BK > n) || (causal && k0 + BK - 1 > first_row))) return;
+#pragma unroll
+  for (int j = 0; j < BK / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t col = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
+      const int64_t row = row0 + (e >> 1) * 8;
+      if (col >= n || (causal && col > row)) s[j * 4 + e] = -INFINITY;
+    }
+  }
+}
+
+// Online-softmax step on a score tile: updates m and l, turns s into unnormalised probabilities
+// and returns the factor the running output must be scaled by (per row pair).
+template <int BK>
+__device__ __forceinline__ void SoftmaxStep(float (&s)[BK / 2], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                            float scale_log2) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j) mx = fmaxf(mx, fmaxf(s[j * 4 + 2 * r], s[j * 4 + 2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m[r], mx * scale_log2);
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;
+    alpha[r] = exp2f(m[r] - m_use);
+    m[r] = m_new;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j) {
+      s[j * 4 + 2 * r] = exp2f(s[j * 4 + 2 * r] * scale_log2 - m_use);
+      s[j * 4 + 2 * r + 1] = exp2f(s[j * 4 + 2 * r + 1] * scale_log2 - m_use);
+      sum += s[j * 4 + 2 * r] + s[j * 4 + 2 * r + 1];
+    }
+    l[r] = l[r] * alpha[r] + sum;
+  }
+}
+
+template <typename T, int BK>
+__device__ __forceinline__ void PackP(const float (&s)[BK / 2], uint32_t (&pa)[BK / 16][4]) {
+  using M = dev::Mma<T>;
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    pa[kk][0] = M::Pack(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
+    pa[kk][1] = M::Pack(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
+    pa[kk][2] = M::Pack(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
+    pa[kk][3] = M::Pack(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
+  }
+}
+
+template <typename T, int BK>
+__device__ __forceinline__ void IssueScores(float (&s)[BK / 2], const unsigned char* sQ, const unsigned char* tk, int wg) {
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    const int half = kk >> 2, off = (kk & 3) * 32;
+    const uint64_t da = dev::SmemDesc128B(sQ + half * kBQ * 128 + wg * 64 * 128 + off, 16, 1024);
+    const uint64_t db = dev::SmemDesc128B(tk + half * BK * 128 + off, 16, 1024);
+    dev::WgmmaSS<T, BK>::Run(s, da, db, kk > 0);
+  }
+}
+
+template <typename T, int BK>
+__device__ __forceinline__ void IssuePV(float (&o)[kD / 2], const uint32_t (&pa)[BK / 16][4], const unsigned char* tv) {
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) dev::WgmmaRS<T, kD>::Run(o, pa[kk], dev::SmemDesc128B(tv + kk * 2048, BK * 128, 1024));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const KernelParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int BK = 128, kStages = 3, kStage = BK * kD * 2;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* base = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  unsigned char* sQ = base;
+  unsigned char* sK = sQ + kTileBytes;           // [3 stages][2][BK][64]
+  unsigned char* sV = sK + kStages * kStage;     // [3 stages][2][BK][64]
+
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+  const int bh = blockIdx.x;
+  const int b = bh / p.q_heads, h = bh % p.q_heads, hk = h / p.group;
+  const int i = p.blocks - 1 - static_cast<int>(blockIdx.y);
+  const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ;
+  const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
+  const int32_t* cols;
+  int tiles;
+  if (p.row_offsets != nullptr) {
+    const int64_t a = p.row_offsets[mrow];
+    cols = p.col_indices + a;
+    tiles = static_cast<int>(p.row_offsets[mrow + 1] - a);
+  } else {
+    cols = p.kv_indices + mrow * p.max_k;
+    tiles = p.kv_num_blocks[mrow];
+  }
+  const T* qg = static_cast<const T*>(p.q) + (static_cast<int64_t>(bh) * N + q0) * kD;
+  const T* kg = static_cast<const T*>(p.k) + (static_cast<int64_t>(b) * p.kv_heads + hk) * N * kD;
+  const T* vg = static_cast<const T*>(p.v) + (static_cast<int64_t>(b) * p.kv_heads + hk) * N * kD;
+  T* og = static_cast<T*>(p.o) + (static_cast<int64_t>(bh) * N + q0) * kD;
+
+#pragma unroll
+  for (int c = tid; c < kBQ * 16; c += kThreads) {
+    const int row = c >> 4, ch = c & 15;
+    const bool ok = q0 + row < N;
+    dev::CpAsync16(sQ + TileOffset(row, ch, kBQ), ok ? qg + static_cast<int64_t>(row) * kD + ch * 8 : qg, ok ? 16 : 0);
+  }
+  dev::CpAsyncCommit();
+  auto key_start = [&](int t) -> int64_t { return static_cast<int64_t>(cols[t]) * kBQ; };
+  auto load_kv = [&](int t) {
+    const int64_t k0 = key_start(t);
+    const int stage = t % kStages;
+#pragma unroll
+    for (int c = tid; c < BK * 16; c += kThreads) {
+      const int row = c >> 4, ch = c & 15;
+      const bool ok = k0 + row < N;
+      const int64_t off = ok ? (k0 + row) * kD + ch * 8 : 0;
+      const int so = stage * kStage + TileOffset(row, ch, BK);
+      dev::CpAsync16(sK + so, kg + off, ok ? 16 : 0);
+      dev::CpAsync16(sV + so, vg + off, ok ? 16 : 0);
+    }
+  };
+  if (tiles > 0) load_kv(0);
+  dev::CpAsyncCommit();
+  if (tiles > 1) load_kv(1);
+  dev::CpAsyncCommit();
+  dev::CpAsyncWait<1>();  // Q and block 0 have landed; block 1 may still be in flight
+  dev::FenceProxyAsync();
+  __syncthreads();
+
+  float o[kD / 2];
+#pragma unroll
+  for (int j = 0; j < kD / 2; ++j) o[j] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
+  const int64_t row0 = q0 + wg * 64 + warp * 16 + (lane >> 2);
+  const int64_t wg_first = q0 + wg * 64;
+  float s[BK / 2];
+  uint32_t pa[BK / 16][4];
+  if (tiles > 0) {
+    dev::WgmmaFence();
+    IssueScores<T, BK>(s, sQ, sK, wg);
+    dev::WgmmaCommit();
+    dev::WgmmaWait0();
+    dev::FenceRegs(s);
+    MaskScores<BK>(s, key_start(0), row0, N, p.causal, wg_first, lane);
+    SoftmaxStep<BK>(s, m, l, alpha, p.scale_log2);  // o is zero: nothing to rescale
+    PackP<T, BK>(s, pa);
+  }
+  // Steady state, peeled so that every wgmma group is committed unconditionally (ptxas tracks the
+  // groups statically; a conditional commit makes it serialise the GEMMs).
+  for (int t = 0; t + 1 < tiles; ++t) {
+    if (t + 2 < tiles) load_kv(t + 2);  // into the stage of block t - 1, freed by the last barrier
+    dev::CpAsyncCommit();
+    dev::CpAsyncWait<1>();  // block t + 1 has landed
+    dev::FenceProxyAsync();
+    __syncthreads();
+    dev::WgmmaFence();
+    IssueScores<T, BK>(s, sQ, sK + ((t + 1) % kStages) * kStage, wg);
+    dev::WgmmaCommit();
+    IssuePV<T, BK>(o, pa, sV + (t % kStages) * kStage);
+    dev::WgmmaCommit();
+    dev::WgmmaWait<1>();  // the scores are done; P V may still run
+    dev::FenceRegs(s);
+    MaskScores<BK>(s, key_start(t + 1), row0, N, p.causal, wg_first, lane);
+    SoftmaxStep<BK>(s, m, l, alpha, p.scale_log2);
+    dev::WgmmaWait0();
+    dev::FenceRegs(o);
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) dev::FenceRegs(pa[kk]);
+#pragma unroll
+    for (int j = 0; j < kD / 8; ++j) {
+      o[j * 4] *= alpha[0];
+      o[j * 4 + 1] *= alpha[0];
+      o[j * 4 + 2] *= alpha[1];
+      o[j * 4 + 3] *= alpha[1];
+    }
+    PackP<T, BK>(s, pa);
+    __syncthreads();  // every warpgroup is done with block t's stage before it is refilled
+  }
+  if (tiles > 0) {  // the last block: P V alone
+    dev::WgmmaFence();
+    IssuePV<T, BK>(o, pa, sV + ((tiles - 1) % kStages) * kStage);
+    dev::WgmmaCommit();
+    dev::WgmmaWait0();
+    dev::FenceRegs(o);
+  }
+  __syncthreads();  // WriteOutput reuses the Q buffer
+  dev::CpAsyncWait<0>();
+  WriteOutput<T>(o, l, sQ, og, q0, N, wg, warp, lane);
+#else
+  __trap();
 #endif
 }
 
 constexpr int kWgmmaBK = 128;
 
 template <typename T>
-absl::Status LaunchTyped(const KernelParams& kp, int batch, cudaStream_t stream) {
-  const size_t smem = 1024 + kTileBytes + 4 * kWgmmaBK * kD * 2;
+absl::Status LaunchTyped(const KernelParams& kp, int batch, bool pipelined, cudaStream_t stream) {
+  const size_t smem = 1024 + kTileBytes + (pipelined ? 6 : 4) * kWgmmaBK * kD * 2;
   static const cudaError_t attr = cudaFuncSetAttribute(WgmmaPrefill<T, kWgmmaBK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       static_cast<int>(smem));
-  if (attr != cudaSuccess) return absl::InternalError(absl::StrCat("cudaFuncSetAttribute: ", cudaGetErrorString(attr)));
+                                                       static_cast<int>(1024 + kTileBytes + 4 * kWgmmaBK * kD * 2));
+  static const cudaError_t attr_p = cudaFuncSetAttribute(WgmmaPrefillPipelined<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                         static_cast<int>(1024 + kTileBytes + 6 * kWgmmaBK * kD * 2));
+  for (cudaError_t e : {attr, attr_p}) {
+    if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaFuncSetAttribute: ", cudaGetErrorString(e)));
+  }
   const dim3 grid(static_cast<unsigned>(batch * kp.q_heads), static_cast<unsigned>(kp.blocks));
-  WgmmaPrefill<T, kWgmmaBK><<<grid, kThreads, smem, stream>>>(kp);
+  if (pipelined) {
+    WgmmaPrefillPipelined<T><<<grid, kThreads, smem, stream>>>(kp);
+  } else {
+    WgmmaPrefill<T, kWgmmaBK><<<grid, kThreads, smem, stream>>>(kp);
+  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return absl::InternalError(absl::StrCat("wgmma prefill launch: ", cudaGetErrorString(err)));
   return absl::OkStatus();
@@ -233,9 +450,9 @@ bool WgmmaAvailable() {
   return ok;
 }
 
-absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, cudaStream_t stream) {
-  if (dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, batch, stream);
-  return LaunchTyped<__half>(kp, batch, stream);
+absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, bool pipelined, cudaStream_t stream) {
+  if (dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, batch, pipelined, stream);
+  return LaunchTyped<__half>(kp, batch, pipelined, stream);
 }
 
 }  // namespace cab::attention::cuda::detail

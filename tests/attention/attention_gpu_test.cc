@@ -138,6 +138,10 @@ INSTANTIATE_TEST_SUITE_P(
         PrefillCase{"d128_b128_non_causal_bf16", DType::kBF16, 1, 2, 2, 400, 128, 128, 0.5, false, false},
         PrefillCase{"mma_sync_d128_b128_bf16", DType::kBF16, 1, 2, 2, 700, 128, 128, 0.5, false, true,
                     cuda::PrefillKernel::kMmaSync},
+        PrefillCase{"wgmma_serial_d128_b128_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmmaSerial},
+        PrefillCase{"d128_b128_one_block_fp16", DType::kF16, 1, 2, 2, 100, 128, 128, -1, false},
+        PrefillCase{"d128_b128_dense_long_bf16", DType::kBF16, 1, 1, 1, 1100, 128, 128, -1, false},
         PrefillCase{"mma_sync_d128_b128_fp16_all", DType::kF16, 1, 2, 1, 512, 128, 128, -1, false, true,
                     cuda::PrefillKernel::kMmaSync}),
     [](const ::testing::TestParamInfo<PrefillCase>& info) { return std::string(info.param.name); });

@@ -21,7 +21,8 @@ namespace cab::attention::cuda {
 enum class PrefillKernel {
   kAuto = 0,  // wgmma on compute capability 9.0 for head_dim 128 and block 128, else mma.sync
   kMmaSync,   // warp-level tensor-core MMA (any head_dim / block the kernels take, sm_80+)
-  kWgmma,     // Hopper warpgroup MMA (an error where it does not apply)
+  kWgmma,     // Hopper warpgroup MMA, softmax overlapped with the next GEMMs (an error where it does not apply)
+  kWgmmaSerial,  // the same without the overlap, one GEMM at a time (for comparison and tests)
 };
 struct PrefillArgs {
   DType dtype = DType::kBF16;  // kBF16 or kF16; o has the same dtype

@@ -38,6 +38,19 @@ std::vector<PredictCase> PredictCases() {
          r.mutable_q()->mutable_data()->resize(r.q().data().size() / 4 * 3);
        }, {"q", "k", "heads", "kv_heads"}},
       {"no q and no q_rep", [](auto& r) { r.clear_q(); }, {"q", "q_rep"}},
+      {"negative dimension", [](auto& r) { r.mutable_q()->set_shape(2, -1000); }, {"q"}},
+      {"zero dimension", [](auto& r) { r.mutable_k()->set_shape(1, 0); }, {"k"}},
+      {"shape product overflows int64", [](auto& r) {
+         for (int i = 0; i < 4; ++i) r.mutable_q()->set_shape(i, int64_t{1} << 40);
+       }, {"q"}},
+      {"shape product wraps to the right byte count", [](auto& r) {
+         // 2^62 * 2^2 elements * 4 bytes wraps to 0 in 64-bit arithmetic; must not be accepted.
+         r.mutable_q()->set_shape(0, int64_t{1} << 62);
+         r.mutable_q()->set_shape(1, 4);
+         r.mutable_q()->set_shape(2, 1);
+         r.mutable_q()->set_shape(3, 1);
+         r.mutable_q()->clear_data();
+       }, {"q"}},
       {"block_size 0", [](auto& r) { r.set_block_size(0); }, {"block_size"}},
       {"block_size 8 (below 16)", [](auto& r) { r.set_block_size(8); }, {"block_size"}},
       {"block_size 4096 (above 1024)", [](auto& r) { r.set_block_size(4096); }, {"block_size"}},
@@ -97,6 +110,7 @@ TEST_F(ErrorsTest, RepresentativesBadInput) {
          r.mutable_k_min()->set_shape(2, 3);
          r.mutable_k_min()->mutable_data()->resize(r.k_min().data().size() / 32 * 3);
        }, {"k_min"}},
+      {"quest estimator with k_min but no k_max", [](auto& r) { r.clear_k_max(); }, {"k_max", "k_min"}},
       {"q and q_rep both sent", [&](auto& r) { *r.mutable_q() = ToWire(pb.q, cab::DType::kF32); }, {"q", "q_rep"}},
   };
   for (const Case& c : cases) {
@@ -298,6 +312,18 @@ std::vector<StreamCase> StreamCases() {
            st.Write(r);
          });
        }, {"row_begin"}, true},
+      {"representatives after a partial block", [](StreamClient& s, const Problem& pb) {
+         cab::v1::SessionConfig c = ConfigFor(pb.shape, 1, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR, true);
+         if (!s.Open(c).ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "open failed");
+         // Blocks 0..1 cover 64 tokens; claim only 40 of them, then append block 2.
+         cab::v1::Chunk first = RepresentativesChunk(pb, 0, 0, 2);
+         first.set_tokens(40);
+         if (!s.SendChunk(first).ok()) return grpc::Status(grpc::StatusCode::INTERNAL, "partial chunk refused");
+         cab::v1::Chunk next = RepresentativesChunk(pb, 0, 2, 3);
+         next.set_start(40);
+         WriteChunk(s, next);
+         return s.FinishAfterError();
+       }, {"start", "tokens", "chunk"}, true},
       {"empty message", [](StreamClient& s, const Problem& pb) {
          return OpenThen(s, pb, [&](StreamClient& st) { st.Write(cab::v1::StreamRequest()); });
        }, {"kind", "chunk", "query", "config", "request"}, true},

@@ -136,6 +136,35 @@ TEST(FlagsTest, EnvironmentSetsFlagsAndTheCommandLineWins) {
   }
 }
 
+TEST(FlagsTest, AutoBackendFallsBackToCpuAndMetricsCanBeDisabled) {
+  if (::access("/dev/nvidia0", F_OK) == 0) GTEST_SKIP() << "a GPU is present: auto may pick cuda";
+  ServerOptions o;
+  o.default_addresses = false;
+  o.flags = {"--listen=127.0.0.1:0", "--metrics_listen=", "--backend=auto"};
+  auto server = ServerProcess::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->metrics_port(), 0) << "port file names a metrics port though metrics are disabled";
+  auto stub = cab::v1::MaskPredictor::NewStub(InsecureChannel((*server)->address()));
+  cab::v1::InfoResponse info;
+  auto ctx = Context();
+  const grpc::Status s = stub->Info(ctx.get(), cab::v1::InfoRequest(), &info);
+  ASSERT_TRUE(s.ok()) << Describe(s);
+  EXPECT_EQ(info.backend(), "cpu");
+}
+
+TEST(FlagsTest, BadFlagValuesExitWithAMessage) {
+  for (const char* flag : {"--backend=tpu", "--listen=not-an-address", "--max_tokens=-5", "--drain_grace_s=-1"}) {
+    SCOPED_TRACE(flag);
+    ServerOptions o;
+    o.flags = {flag};
+    o.start_timeout = absl::Seconds(15);
+    auto server = ServerProcess::Start(o);
+    ASSERT_FALSE(server.ok()) << "cab-server served with " << flag;
+    EXPECT_NE(std::string(server.status().message()).find("exited with"), std::string::npos) << server.status();
+    EXPECT_EQ(std::string(server.status().message()).find("exited with 0"), std::string::npos) << server.status();
+  }
+}
+
 TEST(FlagsTest, CudaBackendWithoutAGpuExitsOne) {
   if (::access("/dev/nvidia0", F_OK) == 0) GTEST_SKIP() << "a GPU is present: --backend=cuda is expected to work";
   ServerOptions o;

@@ -1,7 +1,11 @@
 // Every RPC of cab.v1.MaskPredictor against a real cab-server on loopback, each answer checked
 // against the CPU backend run in-process on the same input (and against format invariants).
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <set>
+
+#include "absl/strings/str_cat.h"
 
 #include "gtest/gtest.h"
 #include "mask_decode.h"
@@ -252,6 +256,118 @@ TEST_F(RpcTest, EvictEveryPolicyMatchesReference) {
         }
       }
       EXPECT_EQ(got, want->indices);
+    }
+  }
+}
+
+// Batches and GQA groups of every size: the (batch, head) order of the answer and the query-head
+// to kv-head mapping (h / (Hq / Hkv)) must match the reference.
+TEST_F(RpcTest, BatchAndGroupedQueryShapes) {
+  struct Shape {
+    int batch, heads, kv_heads;
+  };
+  for (const Shape& sh : {Shape{2, 4, 2}, Shape{3, 2, 2}, Shape{2, 8, 1}, Shape{1, 6, 3}}) {
+    ProblemShape shape;
+    shape.batch = sh.batch;
+    shape.heads = sh.heads;
+    shape.kv_heads = sh.kv_heads;
+    shape.tokens = 500;
+    shape.seed = 40 + sh.batch * 10 + sh.heads;
+    const Problem pb = MakeProblem(shape);
+    for (cab::MaskPolicy policy : {cab::MaskPolicy::kCab, cab::MaskPolicy::kQuest}) {
+      SCOPED_TRACE(absl::StrCat("B", sh.batch, " Hq", sh.heads, " Hkv", sh.kv_heads, " ", cab::Name(policy)));
+      TestMaskParams p;
+      p.policy = policy;
+      auto want = ReferenceMask(pb, p);
+      ASSERT_TRUE(want.ok()) << want.status();
+      for (bool reps : {false, true}) {
+        cab::v1::PredictRequest req = reps ? RepresentativesRequest(pb, p, cab::v1::MASK_FORMAT_FLEX)
+                                           : FullRequest(pb, p, cab::v1::MASK_FORMAT_FLEX);
+        req.set_diagnostics(true);
+        cab::v1::PredictResponse resp;
+        auto ctx = Context();
+        const grpc::Status s = stub_->Predict(ctx.get(), req, &resp);
+        ASSERT_TRUE(s.ok()) << Describe(s);
+        EXPECT_EQ(resp.mask().batch(), sh.batch);
+        EXPECT_EQ(resp.mask().heads(), sh.heads);
+        auto got = DecodeWireMask(resp.mask());
+        ASSERT_TRUE(got.ok()) << got.status();
+        EXPECT_EQ(MaskDiff(*got, FromCab(want->mask)), "") << (reps ? "representatives" : "full tensors");
+        EXPECT_EQ(resp.diagnostics().heads_size(), sh.batch * sh.heads);
+        EXPECT_GT(resp.diagnostics().prediction_flops(), 0);
+        EXPECT_NEAR(resp.diagnostics().density(), want->diagnostics.density, 1e-9);
+      }
+    }
+  }
+}
+
+// Eviction with scores per query head ([B, Hq, N]: averaged over each GQA group) and in half precision.
+TEST_F(RpcTest, EvictWithQueryHeadScoresAndHalfPrecision) {
+  const int B = 2, Hq = 4, Hkv = 2;
+  const int64_t N = 200;
+  HostTensor scores = RandomTokens({B, Hq, N}, 21);
+  for (float& v : scores.values) v = std::fabs(v);
+  for (cab::DType dtype : {cab::DType::kF32, cab::DType::kF16, cab::DType::kBF16}) {
+    for (cab::EvictPolicy policy : {cab::EvictPolicy::kH2O, cab::EvictPolicy::kCab}) {
+      SCOPED_TRACE(cab::Name(policy) + " " + cab::DTypeName(dtype));
+      TestEvictParams p;
+      p.policy = policy;
+      p.keep = 30;
+      cab::v1::EvictRequest req;
+      FillWire(p, &req);
+      *req.mutable_scores() = ToWire(scores, dtype);
+      const HostTensor keys = RandomTokens({B, Hkv, N, 16}, 22);
+      *req.mutable_keys() = ToWire(keys, dtype);
+      cab::v1::EvictResponse resp;
+      auto ctx = Context();
+      const grpc::Status s = stub_->Evict(ctx.get(), req, &resp);
+      ASSERT_TRUE(s.ok()) << Describe(s);
+      const cab::TensorView sv = ViewOf(req.scores()), kv = ViewOf(req.keys());
+      cab::EvictInputs in;
+      in.tokens = N;
+      in.scores = &sv;
+      in.keys = &kv;
+      in.batch = B;
+      in.kv_heads = Hkv;
+      auto want = CpuReference().Evict(in, ToCab(p));
+      ASSERT_TRUE(want.ok()) << want.status();
+      EXPECT_EQ(resp.batch(), B);
+      EXPECT_EQ(resp.kv_heads(), Hkv);
+      ASSERT_EQ(resp.per_head(), 30);
+      std::vector<int64_t> got(resp.indices().data().size() / sizeof(int64_t));
+      std::memcpy(got.data(), resp.indices().data().data(), got.size() * sizeof(int64_t));
+      EXPECT_EQ(got, want->indices);
+    }
+  }
+}
+
+// Sequences of one block, of a partial block, of exactly whole blocks, and a block size that is not
+// a power of two: every policy still equals the reference.
+TEST_F(RpcTest, EdgeLengthsAndBlockSizes) {
+  struct Case {
+    int64_t tokens;
+    int block_size;
+  };
+  for (const Case& c : {Case{1, 16}, Case{16, 16}, Case{17, 16}, Case{100, 48}, Case{96, 48}, Case{1024, 1024}}) {
+    ProblemShape shape;
+    shape.tokens = c.tokens;
+    shape.block_size = c.block_size;
+    shape.seed = 300 + c.tokens;
+    const Problem pb = MakeProblem(shape);
+    for (cab::MaskPolicy policy : AllMaskPolicies()) {
+      SCOPED_TRACE(absl::StrCat("N ", c.tokens, " block ", c.block_size, " ", cab::Name(policy)));
+      TestMaskParams p;
+      p.policy = policy;
+      auto want = ReferenceMask(pb, p);
+      ASSERT_TRUE(want.ok()) << want.status();
+      cab::v1::PredictResponse resp;
+      auto ctx = Context();
+      const grpc::Status s = stub_->Predict(ctx.get(), FullRequest(pb, p, cab::v1::MASK_FORMAT_BITMAP), &resp);
+      ASSERT_TRUE(s.ok()) << Describe(s);
+      auto got = DecodeWireMask(resp.mask());
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->cols, shape.blocks());
+      EXPECT_EQ(MaskDiff(*got, FromCab(want->mask)), "");
     }
   }
 }

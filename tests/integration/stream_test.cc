@@ -194,5 +194,55 @@ TEST_F(StreamTest, CompletedStreamCountsAsCompleted) {
   WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 0; });
 }
 
+// Decode: after a prefill, single-token chunks (crossing block boundaries) with a query after each;
+// every answer equals Predict on the same prefix. Batch 2 and a GQA group of 4.
+TEST_F(StreamTest, SingleTokenDecodeStepsEqualPredictOnThePrefix) {
+  ProblemShape shape;
+  shape.batch = 2;
+  shape.heads = 4;
+  shape.kv_heads = 1;
+  shape.tokens = 300;
+  shape.block_size = 16;
+  shape.seed = 77;
+  const Problem pb = MakeProblem(shape);
+  TestMaskParams p;
+  StreamClient stream(*stub_);
+  ASSERT_TRUE(stream.Open(ConfigFor(shape, 1, p, cab::v1::MASK_FORMAT_BITMAP)).ok());
+  const int64_t prefill = 250;
+  ASSERT_TRUE(stream.SendChunk(FullChunk(pb, 0, 0, prefill)).ok());
+  for (int64_t t = prefill; t < shape.tokens; ++t) {
+    auto ack = stream.SendChunk(FullChunk(pb, 0, t, 1));
+    ASSERT_TRUE(ack.ok()) << ack.status();
+    ASSERT_EQ(ack->tokens(), t + 1);
+    if ((t + 1) % 7 != 0 && (t + 1) % 16 > 1) continue;  // query often, and on both sides of block edges
+    auto reply = stream.Query(cab::v1::MaskQuery());
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    auto got = DecodeWireMask(reply->mask());
+    ASSERT_TRUE(got.ok()) << got.status();
+    auto want = ReferenceMask(pb, p, t + 1);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(MaskDiff(*got, FromCab(want->mask)), "") << "after " << t + 1 << " tokens";
+  }
+  EXPECT_TRUE(stream.Finish().ok());
+}
+
+// A stream whose client deadline passes is ended by gRPC; the server must free its session.
+TEST_F(StreamTest, ExpiredStreamDeadlineFreesTheSession) {
+  const int port = server_->metrics_port();
+  ProblemShape shape;
+  const Problem pb = MakeProblem(shape);
+  {
+    StreamClient stream(*stub_, absl::Milliseconds(1500));
+    ASSERT_TRUE(stream.Open(ConfigFor(shape, 1, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR)).ok());
+    ASSERT_TRUE(stream.SendChunk(FullChunk(pb, 0, 0, 300)).ok());
+    WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 1; });
+    // Nothing more is sent; the deadline ends the stream.
+    EXPECT_EQ(stream.FinishAfterError().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 0; });
+  WaitForMetric(port, "cab_session_memory_bytes", {}, [](double v) { return v == 0; });
+  ExpectServerHealthy();
+}
+
 }  // namespace
 }  // namespace cab_it

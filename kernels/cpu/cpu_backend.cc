@@ -1,6 +1,8 @@
 // The CPU backend: the reference implementation of every op and the server's embedded default.
 // Work items are (batch, head) pairs on one bounded thread pool shared by all callers; each item
 // holds O(M^2) memory for its head graph, so a call never holds more than threads x O(M^2).
+#include <cblas.h>
+
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -14,7 +16,11 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& options) : pool_(options.threads) {}
+  explicit CpuBackend(const CpuBackendOptions& options) : pool_(options.threads) {
+    // The backend already runs one (batch, head) per pool thread; OpenBLAS's own threads on top
+    // would oversubscribe the cores, so each sgemm stays single-threaded.
+    openblas_set_num_threads(1);
+  }
 
   std::string Name() const override { return "cpu"; }
   std::vector<std::string> Devices() const override {

@@ -270,12 +270,16 @@ absl::Status Prefill(const PrefillArgs& a, void* stream) {
   kp.kv_indices = a.kv_indices;
   auto s = static_cast<cudaStream_t>(stream);
   const bool wgmma_fits = a.head_dim == 128 && a.block_size == 128;
-  const bool want_wgmma = a.kernel == PrefillKernel::kWgmma || a.kernel == PrefillKernel::kWgmmaSerial;
+  const bool want_wgmma = a.kernel == PrefillKernel::kWgmma || a.kernel == PrefillKernel::kWgmmaSerial ||
+                          a.kernel == PrefillKernel::kWgmmaHalfBlock;
   if (want_wgmma && !(wgmma_fits && detail::WgmmaAvailable())) {
     return absl::InvalidArgumentError("kernel: wgmma needs a compute capability 9.0 GPU, head_dim 128 and block_size 128");
   }
   if (a.kernel != PrefillKernel::kMmaSync && wgmma_fits && detail::WgmmaAvailable()) {
-    return detail::LaunchWgmma(kp, a.dtype, a.batch, a.kernel != PrefillKernel::kWgmmaSerial, s);
+    detail::WgmmaVariant v = detail::WgmmaVariant::kPipelined;
+    if (a.kernel == PrefillKernel::kWgmmaSerial) v = detail::WgmmaVariant::kSerial;
+    if (a.kernel == PrefillKernel::kWgmmaHalfBlock) v = detail::WgmmaVariant::kHalfBlock;
+    return detail::LaunchWgmma(kp, a.dtype, a.batch, v, s);
   }
   if (a.dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, a.batch, a.head_dim, a.block_size, s);
   return LaunchTyped<__half>(kp, a.batch, a.head_dim, a.block_size, s);

@@ -27,7 +27,11 @@ struct KernelParams {
 
 // Hopper (compute capability 9.0) wgmma kernel for head_dim 128 and block 128 (prefill_wgmma.cu).
 bool WgmmaAvailable();
-// pipelined: next block's S overlapped with this block's P V (3 stages); else one GEMM at a time.
-absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, bool pipelined, cudaStream_t stream);
+enum class WgmmaVariant {
+  kPipelined,  // 2 warpgroups x 64 rows; next block's S overlapped with this block's P V (3 stages)
+  kSerial,     // 2 warpgroups x 64 rows, one GEMM at a time (2 stages of 128 keys)
+  kHalfBlock,  // 1 warpgroup x 64 rows per CTA, 64-key tiles: two CTAs share an SM
+};
+absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, WgmmaVariant variant, cudaStream_t stream);
 
 }  // namespace cab::attention::cuda::detail

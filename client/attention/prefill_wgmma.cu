@@ -56,23 +56,28 @@ __device__ __forceinline__ void WriteOutput(const float (&o)[kD / 2], float (&l)
   }
 }
 
-template <typename T, int BK>
-__global__ void __launch_bounds__(kThreads, 1) WgmmaPrefill(const KernelParams p) {
+// kWG warpgroups of 64 query rows each: 2 covers a whole 128-row mask block; 1 takes half of it,
+// with a footprint small enough for two CTAs per SM (one's softmax then overlaps the other's GEMMs).
+template <typename T, int BK, int kWG>
+__global__ void __launch_bounds__(128 * kWG, kWG == 1 ? 2 : 1) WgmmaPrefill(const KernelParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using M = dev::Mma<T>;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // 1024-byte alignment: the swizzle pattern is taken from address bits 7..9.
   unsigned char* base = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   unsigned char* sQ = base;                      // [2][128][64]
-  unsigned char* sK = sQ + kTileBytes;           // [2 stages][2][BK][64]
+  constexpr int kRows = 64 * kWG, kThr = 128 * kWG;  // query rows and threads of this CTA
+  unsigned char* sK = sQ + kRows * kD * 2;       // [2 stages][2][BK][64]
   unsigned char* sV = sK + 2 * BK * kD * 2;      // [2 stages][2][BK][64]
   constexpr int kStage = BK * kD * 2;
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int bh = blockIdx.x;
   const int b = bh / p.q_heads, h = bh % p.q_heads, hk = h / p.group;
-  const int i = p.blocks - 1 - static_cast<int>(blockIdx.y);
-  const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ;
+  constexpr int kParts = 2 / kWG;  // CTAs per mask block row
+  const int i = p.blocks - 1 - static_cast<int>(blockIdx.y) / kParts;
+  const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ + (blockIdx.y % kParts) * kRows;
+  if (q0 >= N) return;  // the second half of a partial last block
   const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
   const int32_t* cols;
   int count;
@@ -92,17 +97,17 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefill(const KernelParams p
   T* og = static_cast<T*>(p.o) + (static_cast<int64_t>(bh) * N + q0) * kD;
 
 #pragma unroll
-  for (int c = tid; c < kBQ * 16; c += kThreads) {
+  for (int c = tid; c < kRows * 16; c += kThr) {
     const int row = c >> 4, ch = c & 15;
     const bool ok = q0 + row < N;
-    dev::CpAsync16(sQ + TileOffset(row, ch, kBQ), ok ? qg + static_cast<int64_t>(row) * kD + ch * 8 : qg, ok ? 16 : 0);
+    dev::CpAsync16(sQ + TileOffset(row, ch, kRows), ok ? qg + static_cast<int64_t>(row) * kD + ch * 8 : qg, ok ? 16 : 0);
   }
   dev::CpAsyncCommit();
   auto key_start = [&](int t) -> int64_t { return static_cast<int64_t>(cols[t / kSub]) * kBQ + (t % kSub) * BK; };
   auto load_kv = [&](int t, int stage) {
     const int64_t k0 = key_start(t);
 #pragma unroll
-    for (int c = tid; c < BK * 16; c += kThreads) {
+    for (int c = tid; c < BK * 16; c += kThr) {
       const int row = c >> 4, ch = c & 15;
       const bool ok = k0 + row < N;
       const int64_t off = ok ? (k0 + row) * kD + ch * 8 : 0;
@@ -137,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefill(const KernelParams p
 #pragma unroll
       for (int kk = 0; kk < kD / 16; ++kk) {
         const int half = kk >> 2, off = (kk & 3) * 32;
-        const uint64_t da = dev::SmemDesc128B(sQ + half * kBQ * 128 + wg * 64 * 128 + off, 16, 1024);
+        const uint64_t da = dev::SmemDesc128B(sQ + half * kRows * 128 + wg * 64 * 128 + off, 16, 1024);
         const uint64_t db = dev::SmemDesc128B(tk + half * BK * 128 + off, 16, 1024);
         dev::WgmmaSS<T, BK>::Run(s, da, db, kk > 0);
       }
@@ -416,21 +421,30 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const Kerne
 
 constexpr int kWgmmaBK = 128;
 
+constexpr int kSerialSmem = 1024 + kTileBytes + 4 * kWgmmaBK * kD * 2;
+constexpr int kPipelinedSmem = 1024 + kTileBytes + 6 * kWgmmaBK * kD * 2;
+constexpr int kHalfSmem = 1024 + 64 * kD * 2 + 4 * 64 * kD * 2;  // one warpgroup, 64-key tiles
+
 template <typename T>
-absl::Status LaunchTyped(const KernelParams& kp, int batch, bool pipelined, cudaStream_t stream) {
-  const size_t smem = 1024 + kTileBytes + (pipelined ? 6 : 4) * kWgmmaBK * kD * 2;
-  static const cudaError_t attr = cudaFuncSetAttribute(WgmmaPrefill<T, kWgmmaBK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       static_cast<int>(1024 + kTileBytes + 4 * kWgmmaBK * kD * 2));
-  static const cudaError_t attr_p = cudaFuncSetAttribute(WgmmaPrefillPipelined<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                         static_cast<int>(1024 + kTileBytes + 6 * kWgmmaBK * kD * 2));
-  for (cudaError_t e : {attr, attr_p}) {
+absl::Status LaunchTyped(const KernelParams& kp, int batch, WgmmaVariant variant, cudaStream_t stream) {
+  static const cudaError_t attrs[3] = {
+      cudaFuncSetAttribute(WgmmaPrefill<T, kWgmmaBK, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSerialSmem),
+      cudaFuncSetAttribute(WgmmaPrefillPipelined<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipelinedSmem),
+      cudaFuncSetAttribute(WgmmaPrefill<T, 64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kHalfSmem)};
+  for (cudaError_t e : attrs) {
     if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaFuncSetAttribute: ", cudaGetErrorString(e)));
   }
-  const dim3 grid(static_cast<unsigned>(batch * kp.q_heads), static_cast<unsigned>(kp.blocks));
-  if (pipelined) {
-    WgmmaPrefillPipelined<T><<<grid, kThreads, smem, stream>>>(kp);
-  } else {
-    WgmmaPrefill<T, kWgmmaBK><<<grid, kThreads, smem, stream>>>(kp);
+  const unsigned bh = static_cast<unsigned>(batch * kp.q_heads), rows = static_cast<unsigned>(kp.blocks);
+  switch (variant) {
+    case WgmmaVariant::kPipelined:
+      WgmmaPrefillPipelined<T><<<dim3(bh, rows), kThreads, kPipelinedSmem, stream>>>(kp);
+      break;
+    case WgmmaVariant::kSerial:
+      WgmmaPrefill<T, kWgmmaBK, 2><<<dim3(bh, rows), kThreads, kSerialSmem, stream>>>(kp);
+      break;
+    case WgmmaVariant::kHalfBlock:
+      WgmmaPrefill<T, 64, 1><<<dim3(bh, 2 * rows), 128, kHalfSmem, stream>>>(kp);
+      break;
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return absl::InternalError(absl::StrCat("wgmma prefill launch: ", cudaGetErrorString(err)));
@@ -450,9 +464,9 @@ bool WgmmaAvailable() {
   return ok;
 }
 
-absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, bool pipelined, cudaStream_t stream) {
-  if (dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, batch, pipelined, stream);
-  return LaunchTyped<__half>(kp, batch, pipelined, stream);
+absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, WgmmaVariant variant, cudaStream_t stream) {
+  if (dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, batch, variant, stream);
+  return LaunchTyped<__half>(kp, batch, variant, stream);
 }
 
 }  // namespace cab::attention::cuda::detail

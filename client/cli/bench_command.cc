@@ -25,7 +25,7 @@ std::string Help() {
 }
 
 struct Sample {
-  double latency = 0, server_total = 0, kernel = 0;
+  double latency = 0, server_total = 0, kernel = 0, client_encode = 0;
   int64_t request_bytes = 0;
 };
 
@@ -126,6 +126,7 @@ int RunBench(int argc, char** argv) {
     out->server_total = reply->timings.total_seconds();
     out->kernel = reply->timings.coarsen_seconds() + reply->timings.predict_seconds();
     out->request_bytes = reply->request_bytes;
+    out->client_encode = reply->client_encode_seconds;
     return absl::OkStatus();
   };
 
@@ -153,12 +154,13 @@ int RunBench(int argc, char** argv) {
   if (!first_error.ok()) return RpcError(first_error);
 
   std::vector<double> lat;
-  double sum_lat = 0, sum_total = 0, sum_kernel = 0;
+  double sum_lat = 0, sum_total = 0, sum_kernel = 0, sum_encode = 0;
   for (const auto& s : samples) {
     lat.push_back(s.latency);
     sum_lat += s.latency;
     sum_total += s.server_total;
     sum_kernel += s.kernel;
+    sum_encode += s.client_encode;
   }
   const double n = static_cast<double>(samples.size());
   const double p50 = Percentile(lat, 0.5), p99 = Percentile(lat, 0.99), mean = sum_lat / n;
@@ -174,6 +176,7 @@ int RunBench(int argc, char** argv) {
         .Add("p50_seconds", p50).Add("p99_seconds", p99).Add("mean_seconds", mean)
         .Add("throughput_per_second", n / wall).Add("server_total_seconds", server).Add("kernel_seconds", kernel)
         .Add("server_overhead_seconds", server - kernel).Add("transport_client_seconds", mean - server)
+        .Add("client_encode_seconds", sum_encode / n)
         .Add("overhead_fraction", overhead).Add("request_bytes", samples.empty() ? 0 : samples[0].request_bytes);
     std::printf("%s\n", out.str().c_str());
   } else {

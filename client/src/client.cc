@@ -100,9 +100,13 @@ absl::Status BuildPredictRequest(const PredictInput& in, v1::PredictRequest* req
 }  // namespace
 
 absl::StatusOr<MaskReply> Client::Predict(const PredictInput& input, const CallOptions& call) {
+  const absl::Time start = absl::Now();
   v1::PredictRequest req;
   if (auto s = BuildPredictRequest(input, &req); !s.ok()) return s;
-  return Predict(req, call);
+  const double encode = absl::ToDoubleSeconds(absl::Now() - start);
+  auto reply = Predict(req, call);
+  if (reply.ok()) reply->client_encode_seconds = encode;
+  return reply;
 }
 
 absl::StatusOr<MaskReply> Client::Predict(const v1::PredictRequest& req, const CallOptions& call) {

@@ -179,6 +179,9 @@ absl::StatusOr<v1::StreamResponse> Session::WithReconnect(const v1::StreamReques
   for (int attempt = 0;; ++attempt) {
     bool replayed = false;
     absl::Status st;
+    if ((!stream_ || need_resync_) && !CanReplay()) {
+      return absl::UnavailableError("session stream is closed and the session keeps no replay state (SessionOptions::replay = false)");
+    }
     if (!stream_ || need_resync_) {
       st = Open(call, /*replay=*/true);
       replayed = true;
@@ -201,6 +204,8 @@ absl::StatusOr<v1::StreamResponse> Session::WithReconnect(const v1::StreamReques
     stream_.reset();
   }
 }
+
+bool Session::CanReplay() const { return options_.representatives || options_.replay; }
 
 absl::Status Session::BuildChunk(int layer, int64_t start, const TensorView& q, const TensorView& k,
                                  v1::Chunk* chunk) {
@@ -279,7 +284,7 @@ absl::Status Session::Append(int layer, const TensorView& q, const TensorView& k
       if (auto s = AppendRepresentatives(L.q, *qs2); !s.ok()) return s;
       if (auto s = AppendRepresentatives(L.k, *ks2); !s.ok()) return s;
     }
-  } else {
+  } else if (options_.replay) {
     if (auto s = AppendTokens(L.q, *qv, bs); !s.ok()) return s;
     if (auto s = AppendTokens(L.k, *kv, bs); !s.ok()) return s;
     if (replay_mode_) {

@@ -42,6 +42,8 @@ struct MaskReply {
   v1::Timings timings;          // server-side stage times
   int64_t request_bytes = 0;    // serialized sizes, for bandwidth accounting
   int64_t response_bytes = 0;
+  // Time spent here building the request (tensor copies, client-side coarsening); unary only.
+  double client_encode_seconds = 0;
 };
 
 struct EvictReply {

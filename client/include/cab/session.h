@@ -50,6 +50,11 @@ struct SessionOptions {
   // must then start on a block boundary: only a layer's last chunk may end mid-block.
   bool representatives = false;
   std::string session_id;     // optional; the server makes one when empty
+  // Keep the coarse state of full-token chunks client-side so that a broken stream can be
+  // replayed (costs a client-side coarsening of every chunk, about what the server spends).
+  // false: a full-token session fails with the stream's error instead. Representatives
+  // sessions always keep theirs (it is what they sent).
+  bool replay = true;
 };
 
 class Session {
@@ -88,6 +93,7 @@ class Session {
   absl::Status BuildChunk(int layer, int64_t start, const TensorView& q, const TensorView& k,
                           v1::Chunk* chunk);
   void ReplayChunk(int layer, v1::Chunk* chunk) const;
+  bool CanReplay() const;
 
   Client* client_;
   SessionOptions options_;

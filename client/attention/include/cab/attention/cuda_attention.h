@@ -23,6 +23,7 @@ enum class PrefillKernel {
   kMmaSync,   // warp-level tensor-core MMA (any head_dim / block the kernels take, sm_80+)
   kWgmma,     // Hopper warpgroup MMA, softmax overlapped with the next GEMMs (an error where it does not apply)
   kWgmmaSerial,  // the same without the overlap, one GEMM at a time (for comparison and tests)
+  kWgmmaHalfBlock,  // wgmma, one warpgroup per half mask block, two CTAs per multiprocessor
 };
 struct PrefillArgs {
   DType dtype = DType::kBF16;  // kBF16 or kF16; o has the same dtype

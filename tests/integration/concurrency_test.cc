@@ -108,5 +108,60 @@ TEST_F(ConcurrencyTest, EightClientsAllGetCorrectAnswers) {
   WaitForMetric(server_->metrics_port(), "cab_inflight_requests", {}, [](double v) { return v == 0; });
 }
 
+// Clients that cancel at every point of a stream's life (after the config, after a chunk, right after
+// writing a query that is being computed) and unary calls cancelled in flight, from 8 threads at
+// once: the server survives, frees every session and ends with nothing in flight.
+TEST_F(ConcurrencyTest, CancellationsAtEveryPointLeaveNothingBehind) {
+  const int kThreads = 8, kRounds = 6;
+  ProblemShape shape;
+  shape.tokens = 2048;
+  shape.block_size = 16;
+  const Problem pb = MakeProblem(shape);
+  const cab::v1::SessionConfig config = ConfigFor(shape, 1, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR);
+  const cab::v1::Chunk chunk = FullChunk(pb, 0, 0, shape.tokens);
+  const cab::v1::PredictRequest predict = FullRequest(pb, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = cab::v1::MaskPredictor::NewStub(InsecureChannel(server_->address()));
+      for (int r = 0; r < kRounds; ++r) {
+        const int point = (t + r) % 4;
+        if (point == 3) {
+          cab::v1::PredictResponse resp;
+          grpc::ClientContext ctx;
+          std::thread canceller([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2 + t));
+            ctx.TryCancel();
+          });
+          stub->Predict(&ctx, predict, &resp);
+          canceller.join();
+          continue;
+        }
+        StreamClient stream(*stub, absl::Seconds(30));
+        if (!stream.Open(config).ok()) continue;
+        if (point >= 1) {
+          cab::v1::StreamRequest c;
+          *c.mutable_chunk() = chunk;
+          stream.Write(c);
+        }
+        if (point >= 2) {
+          cab::v1::StreamRequest q;
+          q.mutable_query()->set_request_id(1);
+          stream.Write(q);
+        }
+        stream.context().TryCancel();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  const int port = server_->metrics_port();
+  WaitForMetric(port, "cab_active_sessions", {}, [](double v) { return v == 0; }, absl::Seconds(30));
+  WaitForMetric(port, "cab_active_streams", {}, [](double v) { return v == 0; }, absl::Seconds(30));
+  WaitForMetric(port, "cab_session_memory_bytes", {}, [](double v) { return v == 0; }, absl::Seconds(30));
+  WaitForMetric(port, "cab_inflight_requests", {}, [](double v) { return v == 0; }, absl::Seconds(30));
+  EXPECT_TRUE(server_->Running()) << "cab-server died:\n" << server_->Log();
+  ExpectServerHealthy();
+}
+
 }  // namespace
 }  // namespace cab_it

@@ -275,6 +275,31 @@ TEST_F(DrainTest, SigtermGoesNotServingFinishesInFlightWorkAndExitsZero) {
   EXPECT_EQ(*code, 0) << server_->Log();
 }
 
+class ShortDrainTest : public ServerTest {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions o;
+    o.flags = {"--drain_grace_s=2"};
+    return o;
+  }
+};
+
+// An open stream that never ends does not keep the server past its grace period.
+TEST_F(ShortDrainTest, IdleOpenStreamIsEndedAfterTheGracePeriod) {
+  ProblemShape shape;
+  const Problem pb = MakeProblem(shape);
+  StreamClient stream(*stub_, absl::Seconds(60));
+  ASSERT_TRUE(stream.Open(ConfigFor(shape, 1, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR)).ok());
+  ASSERT_TRUE(stream.SendChunk(FullChunk(pb, 0, 0, 200)).ok());
+  const absl::Time start = absl::Now();
+  server_->Signal(SIGTERM);
+  const auto code = server_->WaitExit(absl::Seconds(20));
+  ASSERT_TRUE(code.has_value()) << "cab-server still running 20 s after SIGTERM with --drain_grace_s=2";
+  EXPECT_EQ(*code, 0) << server_->Log();
+  EXPECT_GE(absl::Now() - start, absl::Seconds(1)) << "the open stream got no grace period at all";
+  EXPECT_FALSE(stream.FinishAfterError().ok());
+}
+
 TEST_F(DrainTest, SigintOnAnIdleServerExitsZeroPromptly) {
   server_->Signal(SIGINT);
   const auto code = server_->WaitExit(absl::Seconds(15));

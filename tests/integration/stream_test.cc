@@ -244,5 +244,54 @@ TEST_F(StreamTest, ExpiredStreamDeadlineFreesTheSession) {
   ExpectServerHealthy();
 }
 
+// A client that pipelines (writes every chunk and query before reading anything) gets the answers in
+// request order, each query answered over the tokens sent before it.
+TEST_F(StreamTest, PipelinedRequestsAreAnsweredInOrder) {
+  ProblemShape shape;
+  shape.seed = 91;
+  const Problem pb = MakeProblem(shape);
+  TestMaskParams p;
+  StreamClient stream(*stub_);
+  ASSERT_TRUE(stream.Open(ConfigFor(shape, 1, p, cab::v1::MASK_FORMAT_BSR)).ok());
+  std::vector<int64_t> query_tokens;  // tokens held when each query was sent
+  std::vector<char> kinds;            // 'a' ack, 'm' mask, in request order
+  int64_t held = 0;
+  uint64_t id = 1;
+  while (held < shape.tokens) {
+    const int64_t n = std::min<int64_t>(shape.tokens - held, 90);
+    cab::v1::StreamRequest c;
+    *c.mutable_chunk() = FullChunk(pb, 0, held, n);
+    ASSERT_TRUE(stream.Write(c));
+    held += n;
+    kinds.push_back('a');
+    cab::v1::StreamRequest q;
+    q.mutable_query()->set_request_id(id++);
+    ASSERT_TRUE(stream.Write(q));
+    query_tokens.push_back(held);
+    kinds.push_back('m');
+  }
+  size_t next_query = 0;
+  int64_t acked = 0;
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    auto r = stream.Read();
+    ASSERT_TRUE(r.has_value()) << "stream ended early: " << Describe(stream.FinishAfterError());
+    if (kinds[i] == 'a') {
+      ASSERT_TRUE(r->has_ack()) << "response " << i << " is not the ack it should be";
+      EXPECT_GT(r->ack().tokens(), acked);
+      acked = r->ack().tokens();
+      continue;
+    }
+    ASSERT_TRUE(r->has_mask()) << "response " << i << " is not the mask it should be";
+    EXPECT_EQ(r->mask().request_id(), next_query + 1);
+    auto got = DecodeWireMask(r->mask().mask());
+    ASSERT_TRUE(got.ok()) << got.status();
+    auto want = ReferenceMask(pb, p, query_tokens[next_query]);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(MaskDiff(*got, FromCab(want->mask)), "") << "query " << next_query + 1;
+    ++next_query;
+  }
+  EXPECT_TRUE(stream.Finish().ok());
+}
+
 }  // namespace
 }  // namespace cab_it

@@ -61,11 +61,13 @@ remote() {
     timeout 120 "$BUNDLE/bin/cab-bench-gpu" $BENCH_EXTRA 2>&1 | tee -a "$summary"
   fi
 
+  [ -n "${SKIP_TORCH:-}" ] || {
   echo "## PyTorch peer" | tee -a "$summary"
   timeout 150 python3 bench/gpu/torch_predictor.py --out "$OUT/bench-torch.md" >/dev/null 2>"$OUT/bench-torch.err"
   echo "exit $?" | tee -a "$summary"
   cat "$OUT/bench-torch.md" 2>/dev/null | tee -a "$summary"
   tail -5 "$OUT/bench-torch.err" | tee -a "$summary"
+  }
 
   if [ -x "$BUNDLE/bin/cab-server" ] && [ -x "$BUNDLE/bin/cab-client" ] && [ -z "${SKIP_E2E:-}" ]; then
     echo "## end to end (cab-server over loopback)" | tee -a "$summary"

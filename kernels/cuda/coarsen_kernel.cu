@@ -159,6 +159,118 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
   }
 }
 
+// The common shapes (D * sizeof(T) / 16 = V lanes, V a power of two <= 32, blocks of <= 256 tokens):
+// one warp per (block m, batch*head), no __syncthreads. The warp holds 32 / V token groups; lane v of
+// each group owns channels [v*VEC, v*VEC+VEC) and keeps their sum / min / max in registers, folded
+// across groups by shuffles at the end. Many warps per SM keep enough loads in flight to stream Q
+// and K at memory speed (a CTA-per-block kernel with shared-memory reductions ran at ~1 TB/s).
+constexpr int kWarpBlockTokens = 256;
+constexpr int kWarpsPerCta = 4;
+
+template <typename T, int VEC, int V>
+__global__ void __launch_bounds__(32 * kWarpsPerCta) WarpCoarsenKernel(CoarsenArgs a, int M, int64_t items) {
+  __shared__ float norms[kWarpsPerCta][kWarpBlockTokens];
+  constexpr int G = 32 / V;      // token groups per warp
+  constexpr int kUnroll = 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / V, v = lane % V;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + warp;
+  if (item >= items) return;
+  const int m = static_cast<int>(item % M);
+  const int64_t bh = item / M;
+  const int D = a.dim;
+  const int64_t first = static_cast<int64_t>(m) * a.block_size;
+  const int cnt = static_cast<int>(a.tokens - first < a.block_size ? a.tokens - first : a.block_size);
+  const T* x = static_cast<const T*>(a.x) + (bh * a.tokens + first) * D;
+  float* norm = norms[warp];
+
+  float sum[VEC], mn[VEC], mx[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) { sum[i] = 0.f; mn[i] = FLT_MAX; mx[i] = -FLT_MAX; }
+  const unsigned group_mask = V == 32 ? 0xffffffffu : ((1u << V) - 1u) << (g * V);
+  const int trips = (cnt - g + G - 1) / G;  // same for every lane of a group
+  for (int t0 = 0; t0 < trips; t0 += kUnroll) {
+    // Raw 16-byte words in flight (4 registers each), widened only when used.
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (t0 + u < trips) raw[u] = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(g + (t0 + u) * G) * D + v * VEC));
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (t0 + u < trips) {
+        const T* ev = reinterpret_cast<const T*>(&raw[u]);
+        float sq = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          const float e = Widen(ev[i]);
+          sum[i] += e;
+          mn[i] = fminf(mn[i], e);
+          mx[i] = fmaxf(mx[i], e);
+          sq = fmaf(e, e, sq);
+        }
+#pragma unroll
+        for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
+        if (v == 0) norm[g + (t0 + u) * G] = sq;
+      }
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int off = V; off < 32; off <<= 1) {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+      mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
+    }
+  }
+  // Screen with the fp32 norms, then re-measure the near-maximal tokens as the CPU does (see below).
+  float screen = 0.f;
+  for (int n = lane; n < cnt; n += 32) screen = fmaxf(screen, norm[n]);
+  for (int off = 16; off > 0; off >>= 1) screen = fmaxf(screen, __shfl_xor_sync(0xffffffffu, screen, off));
+  const float threshold = screen * (1.f - 1e-3f);
+  float bv = -1.f;
+  int best = 0;
+  for (int n = 0; n < cnt; ++n) {
+    if (norm[n] < threshold) continue;  // uniform across the warp
+    double s2 = 0.0;
+    for (int d = lane; d < D; d += 32) {
+      const double e = Widen(x[static_cast<int64_t>(n) * D + d]);
+      s2 += e * e;
+    }
+    for (int off = 16; off > 0; off >>= 1) s2 += __shfl_xor_sync(0xffffffffu, s2, off);
+    const float exact = static_cast<float>(s2);
+    if (exact > bv) { bv = exact; best = n; }  // ascending n: ties keep the lower index
+  }
+  if (g == 0) {
+    const int64_t out = (bh * M + m) * D + v * VEC;
+    float rep[VEC];
+    LoadVec<T, VEC>(x + static_cast<int64_t>(best) * D + v * VEC, rep);
+    const float inv = 1.f / static_cast<float>(cnt);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      a.maxl2[out + i] = rep[i];
+      if (a.mean) a.mean[out + i] = sum[i] * inv;
+      if (a.kmin) a.kmin[out + i] = mn[i];
+      if (a.kmax) a.kmax[out + i] = mx[i];
+    }
+  }
+  if (lane == 0) {
+    if (a.best_norm2) a.best_norm2[bh * M + m] = bv;
+    if (a.count) a.count[bh * M + m] = cnt;
+  }
+}
+
+template <typename T, int VEC, int V>
+absl::Status LaunchWarp(const CoarsenArgs& a, cudaStream_t stream) {
+  const int M = a.blocks();
+  const int64_t items = static_cast<int64_t>(a.batch) * a.heads * M;
+  const int64_t ctas = (items + kWarpsPerCta - 1) / kWarpsPerCta;
+  WarpCoarsenKernel<T, VEC, V><<<static_cast<unsigned>(ctas), 32 * kWarpsPerCta, 0, stream>>>(a, M, items);
+  CAB_CUDA_LAUNCHED("coarsen (warp)");
+  return absl::OkStatus();
+}
+
 template <typename T, int VEC, bool kShuffle>
 absl::Status Launch(const CoarsenArgs& a, cudaStream_t stream) {
   const int V = a.dim / VEC, NT = kThreads / V;
@@ -176,6 +288,17 @@ absl::Status Launch(const CoarsenArgs& a, cudaStream_t stream) {
 template <typename T>
 absl::Status Dispatch(const CoarsenArgs& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
+  if (a.dim % kVec == 0 && a.block_size <= kWarpBlockTokens) {
+    switch (a.dim / kVec) {
+      case 1: return LaunchWarp<T, kVec, 1>(a, stream);
+      case 2: return LaunchWarp<T, kVec, 2>(a, stream);
+      case 4: return LaunchWarp<T, kVec, 4>(a, stream);
+      case 8: return LaunchWarp<T, kVec, 8>(a, stream);
+      case 16: return LaunchWarp<T, kVec, 16>(a, stream);
+      case 32: return LaunchWarp<T, kVec, 32>(a, stream);
+      default: break;
+    }
+  }
   if (a.dim % kVec == 0 && a.dim / kVec <= kThreads) {
     const int V = a.dim / kVec;
     if (V <= 32 && (V & (V - 1)) == 0) return Launch<T, kVec, true>(a, stream);

@@ -11,6 +11,7 @@
 namespace cab::cuda {
 
 constexpr int kRowThreads = 128;  // threads of every per-row kernel
+constexpr int kRankSortMax = 256;  // lists up to this long are ordered by rank counting, longer by bitonic sort
 
 // Maps a float to a uint32 whose unsigned order is the float order; NaN ranks as -inf (as the CPU
 // backend's RankKey does).

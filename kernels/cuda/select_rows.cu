@@ -45,7 +45,9 @@ struct RowState {
 };
 
 // Collects the row's edges j < n (and untaken when `untaken_only`) with their curvature into
-// edge_f / edge_j; returns their number.
+// edge_f / edge_j; returns their number. Edges are listed first; then each warp takes one edge at
+// a time and intersects the two rows' bitsets with coalesced loads across its lanes. (Inputs are
+// validated finite, so F is never NaN here.)
 __device__ int CollectEdges(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int i, int n,
                             bool untaken_only, RowState& st, int* counter) {
   const int W = g.words();
@@ -58,20 +60,28 @@ __device__ int CollectEdges(const GraphBuffers& g, const DeviceMaskParams& p, in
       const int j = w * 32 + __ffs(bits) - 1;
       bits &= bits - 1;
       if (j >= n) break;
-      const uint32_t* other = g.adj + (head_row0 + j) * W;
-      int t = 0;
-      for (int u = 0; u < W; ++u) t += __popc(st.row_bits[u] & other[u]);
-      const float f = EdgeCurvature(g, p, head_row0, i, j, t);
-      if (f != f) continue;
       const int at = atomicAdd(counter, 1);
-      if (at < st.capacity) {  // always, by the capacity rule in LaunchSelect; never write past it
-        st.edge_f[at] = f;
-        st.edge_j[at] = j;
-      }
+      if (at < st.capacity) st.edge_j[at] = j;  // always, by the capacity rule in LaunchSelect
     }
   }
   __syncthreads();
-  return min(*counter, st.capacity);
+  const int e = min(*counter, st.capacity);
+  // Eight lanes per edge, so the block works on 16 edges at once (one lane per edge left each
+  // warp waiting on a chain of dependent global loads).
+  constexpr int kLanes = 8, kPerWarp = 32 / kLanes, kPerBlock = kRowThreads / kLanes;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, sub = lane / kLanes, sl = lane % kLanes;
+  for (int base = warp * kPerWarp; base < e; base += kPerBlock) {  // uniform per warp
+    const int t = base + sub;
+    int tri = 0;
+    if (t < e) {
+      const uint32_t* other = g.adj + (head_row0 + st.edge_j[t]) * W;
+      for (int u = sl; u < W; u += kLanes) tri += __popc(st.row_bits[u] & __ldg(other + u));
+    }
+    for (int off = kLanes / 2; off > 0; off >>= 1) tri += __shfl_xor_sync(0xffffffffu, tri, off, kLanes);
+    if (t < e && sl == 0) st.edge_f[t] = EdgeCurvature(g, p, head_row0, i, st.edge_j[t], tri);
+  }
+  __syncthreads();
+  return e;
 }
 
 __device__ __forceinline__ bool IsTaken(const uint32_t* taken, int j) { return (taken[j / 32] >> (j % 32)) & 1u; }
@@ -200,15 +210,27 @@ __global__ void __launch_bounds__(kRowThreads) SelectKernel(GraphBuffers g, Devi
         const int take = min(bridges, e);
         if (take > 0) {
           // Lowest F first, ties to the lower j: sort (F asc, j asc) keys.
-          const int padded = NextPow2(e);
+          // The `take` smallest (F asc, j asc) keys. Few edges (the causal case): distinct keys, so a
+          // key's rank is the number of smaller ones (one barrier); many: a bitonic sort.
+          const int padded = e <= kRankSortMax ? e : NextPow2(e);
           for (int t = tid; t < padded; t += kRowThreads) {
             st.sort_buf[t] = t < e ? (static_cast<uint64_t>(OrderKey(st.edge_f[t])) << 32) | static_cast<uint32_t>(st.edge_j[t])
                                    : ~0ull;
           }
-          BitonicSort(st.sort_buf, padded);
-          for (int t = tid; t < take; t += kRowThreads) {
-            const int j = static_cast<int>(st.sort_buf[t] & 0xffffffffu);
-            atomicOr(&st.taken[j / 32], 1u << (j % 32));
+          if (e <= kRankSortMax) {
+            __syncthreads();
+            for (int t = tid; t < e; t += kRowThreads) {
+              const uint64_t mine = st.sort_buf[t];
+              int rank = 0;
+              for (int u = 0; u < e; ++u) rank += st.sort_buf[u] < mine;
+              if (rank < take) atomicOr(&st.taken[st.edge_j[t] / 32], 1u << (st.edge_j[t] % 32));
+            }
+          } else {
+            BitonicSort(st.sort_buf, padded);
+            for (int t = tid; t < take; t += kRowThreads) {
+              const int j = static_cast<int>(st.sort_buf[t] & 0xffffffffu);
+              atomicOr(&st.taken[j / 32], 1u << (j % 32));
+            }
           }
           __syncthreads();
           if (tid == 0) size += take;

@@ -117,11 +117,23 @@ __global__ void __launch_bounds__(kRowThreads) TopListKernel(GraphBuffers g, Dev
       }
     }
   }
-  const int padded = NextPow2(K);
-  for (int t = K + tid; t < padded; t += kRowThreads) cand[t] = ~0ull;
-  BitonicSort(cand, padded);
+  __syncthreads();
   int32_t* out = g.top + row * g.top_stride;
-  for (int t = tid; t < K; t += kRowThreads) out[t] = static_cast<int32_t>(cand[t] & 0xffffffffu);
+  if (K <= kRankSortMax) {
+    // Order the K picks by (S desc, j asc): the keys are distinct, so each one's rank is the number
+    // of smaller keys (one barrier, where a bitonic network of K = 128 needs 28).
+    for (int t = tid; t < K; t += kRowThreads) {
+      const uint64_t mine = cand[t];
+      int rank = 0;
+      for (int u = 0; u < K; ++u) rank += cand[u] < mine;
+      out[rank] = static_cast<int32_t>(mine & 0xffffffffu);
+    }
+  } else {  // long lists (low sparsity): O(K log^2 K) instead of O(K^2)
+    const int padded = NextPow2(K);
+    for (int t = K + tid; t < padded; t += kRowThreads) cand[t] = ~0ull;
+    BitonicSort(cand, padded);
+    for (int t = tid; t < K; t += kRowThreads) out[t] = static_cast<int32_t>(cand[t] & 0xffffffffu);
+  }
   if (tid == 0) g.top_count[row] = K;
 }
 

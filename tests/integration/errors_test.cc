@@ -373,6 +373,19 @@ void ExpectExhausted(const grpc::Status& s, const std::vector<std::string>& word
   EXPECT_TRUE(named) << "message names none of the expected words: " << s.error_message();
 }
 
+TEST_F(LimitsTest, InfoReportsTheConfiguredLimits) {
+  cab::v1::InfoResponse info;
+  auto ctx = Context();
+  ASSERT_TRUE(stub_->Info(ctx.get(), cab::v1::InfoRequest(), &info).ok());
+  EXPECT_EQ(info.limits().max_tokens(), 2048);
+  EXPECT_EQ(info.limits().max_heads(), 8);
+  EXPECT_EQ(info.limits().max_head_dim(), 64);
+  EXPECT_EQ(info.limits().max_sessions(), 2);
+  EXPECT_EQ(info.limits().max_message_bytes(), 1500000);
+  EXPECT_EQ(info.limits().min_block_size(), 16);
+  EXPECT_EQ(info.limits().max_block_size(), 1024);
+}
+
 TEST_F(LimitsTest, PredictOverTheLimitsIsResourceExhausted) {
   struct Case {
     const char* name;

@@ -84,12 +84,14 @@ TEST_F(LifecycleTest, MetricsCountRequestsByMethodAndCode) {
   const Problem pb = MakeProblem(ProblemShape{});
   const int ok = 3;
   double payload = 0;  // tensor bytes the requests carry: a floor for cab_received_bytes_total
+  double answered = 0;  // mask bytes of the answers: a floor for cab_sent_bytes_total
   for (int i = 0; i < ok; ++i) {
-    const cab::v1::PredictRequest req = FullRequest(pb, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR);
+    const cab::v1::PredictRequest req = FullRequest(pb, TestMaskParams{}, cab::v1::MASK_FORMAT_BITMAP);
     payload += req.q().data().size() + req.k().data().size();
     cab::v1::PredictResponse resp;
     auto ctx = Context();
     ASSERT_TRUE(stub_->Predict(ctx.get(), req, &resp).ok());
+    answered += resp.mask().bitmap().data().size();
   }
   cab::v1::PredictRequest bad = FullRequest(pb, TestMaskParams{}, cab::v1::MASK_FORMAT_BSR);
   bad.set_block_size(3);
@@ -105,6 +107,17 @@ TEST_F(LifecycleTest, MetricsCountRequestsByMethodAndCode) {
   WaitForMetric(port, "cab_requests_total", {{"method", "Predict"}, {"code", "INVALID_ARGUMENT"}},
                 [](double v) { return v == 1; });
   WaitForMetric(port, "cab_requests_total", {{"method", "Info"}, {"code", "OK"}}, [](double v) { return v == 1; });
+  // A stream that fails counts under its code too.
+  {
+    StreamClient stream(*stub_);
+    cab::v1::StreamRequest r;
+    r.mutable_query()->set_layer(0);
+    stream.Write(r);
+    EXPECT_EQ(stream.FinishAfterError().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  WaitForMetric(port, "cab_requests_total", {{"method", "Stream"}, {"code", "FAILED_PRECONDITION"}},
+                [](double v) { return v == 1; });
+  WaitForMetric(port, "cab_queue_depth", {}, [](double v) { return v == 0; });
   WaitForMetric(port, "cab_request_duration_seconds_count", {{"method", "Predict"}},
                 [&](double v) { return v >= ok; });
   for (const char* stage : {"decode", "coarsen", "curvature", "select", "encode"}) {
@@ -113,7 +126,7 @@ TEST_F(LifecycleTest, MetricsCountRequestsByMethodAndCode) {
   const double received = ReadMetric(port, "cab_received_bytes_total").value_or(0);
   EXPECT_GE(received, payload) << "request bytes not counted";
   EXPECT_LT(received, 2 * payload) << "request bytes counted more than once";
-  EXPECT_GT(ReadMetric(port, "cab_sent_bytes_total").value_or(0), 0);
+  EXPECT_GE(ReadMetric(port, "cab_sent_bytes_total").value_or(0), answered);
   EXPECT_EQ(ReadMetric(port, "cab_inflight_requests").value_or(-1), 0);
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -369,6 +370,132 @@ TEST_F(RpcTest, EdgeLengthsAndBlockSizes) {
       EXPECT_EQ(got->cols, shape.blocks());
       EXPECT_EQ(MaskDiff(*got, FromCab(want->mask)), "");
     }
+  }
+}
+
+// Every MaskParams field set to a non-default value on the wire reaches the backend: the server's mask
+// equals the reference with the same value, and (so that the case means something) that reference
+// differs from the one with defaults.
+TEST_F(RpcTest, EveryMaskParameterReachesTheBackend) {
+  ProblemShape shape;
+  shape.tokens = 2000;
+  shape.block_size = 16;
+  const Problem pb = MakeProblem(shape);
+  struct Variant {
+    const char* name;
+    cab::MaskPolicy policy;
+    std::function<void(TestMaskParams&)> set;
+  };
+  using P = cab::MaskPolicy;
+  const std::vector<Variant> variants = {
+      {"sparsity", P::kCab, [](auto& p) { p.sparsity = 0.5f; }},
+      {"blocks_per_row", P::kMagnitude, [](auto& p) { p.blocks_per_row = 3; }},
+      {"min_keep", P::kMagnitude, [](auto& p) { p.min_keep = 12; }},
+      {"sink_blocks", P::kStreaming, [](auto& p) { p.sink_blocks = 4; }},
+      {"local_blocks", P::kCab, [](auto& p) { p.local_blocks = 5; }},
+      {"cab shares", P::kCab, [](auto& p) {
+         p.local_ratio = 0.1f;
+         p.bridge_ratio = 0.6f;
+         p.importance_ratio = 0.3f;
+       }},
+      {"graph_degree", P::kCab, [](auto& p) { p.graph_degree = 12; }},
+      {"curvature forman", P::kCab, [](auto& p) { p.curvature = cab::CurvatureKind::kForman; }},
+      {"lambda", P::kCab, [](auto& p) {
+         p.curvature = cab::CurvatureKind::kDirectRedundancy;
+         p.lambda = 0.01f;
+       }},
+      {"estimator mean", P::kMagnitude, [](auto& p) { p.estimator = cab::Estimator::kMean; }},
+      {"query_coarsening mean", P::kMagnitude, [](auto& p) { p.query_coarsening = cab::Coarsening::kMean; }},
+      {"seed", P::kRandom, [](auto& p) { p.seed = 12345; }},
+      {"adaptive_tau", P::kAdaptive, [](auto& p) { p.adaptive_tau = 0.5f; }},
+      {"adaptive_z", P::kAdaptive, [](auto& p) { p.adaptive_z = -1.0f; }},
+      {"causal false", P::kMagnitude, [](auto& p) { p.causal = false; }},
+  };
+  for (const Variant& v : variants) {
+    SCOPED_TRACE(v.name);
+    TestMaskParams base;
+    base.policy = v.policy;
+    TestMaskParams p = base;
+    v.set(p);
+    auto want_base = ReferenceMask(pb, base);
+    auto want = ReferenceMask(pb, p);
+    ASSERT_TRUE(want_base.ok() && want.ok()) << want.status();
+    const DenseMask want_dense = FromCab(want->mask);
+    ASSERT_NE(MaskDiff(want_dense, FromCab(want_base->mask)), "") << "the test input does not exercise this field";
+    cab::v1::PredictResponse resp;
+    auto ctx = Context();
+    const grpc::Status s = stub_->Predict(ctx.get(), FullRequest(pb, p, cab::v1::MASK_FORMAT_BSR), &resp);
+    ASSERT_TRUE(s.ok()) << Describe(s);
+    auto got = DecodeWireMask(resp.mask());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(MaskDiff(*got, want_dense), "");
+  }
+}
+
+// Likewise for the eviction request's fields.
+TEST_F(RpcTest, EveryEvictParameterReachesTheBackend) {
+  const int B = 1, Hq = 2, Hkv = 2, D = 16, W = 8;
+  const int64_t N = 400;
+  HostTensor scores = RandomTokens({B, Hkv, N}, 31);
+  for (float& v : scores.values) v = std::fabs(v);
+  const HostTensor keys = RandomTokens({B, Hkv, N, D}, 32);
+  const HostTensor window = RandomTokens({B, Hq, W, D}, 33);
+  struct Variant {
+    const char* name;
+    cab::EvictPolicy policy;
+    std::function<void(TestEvictParams&)> set;
+  };
+  using E = cab::EvictPolicy;
+  const std::vector<Variant> variants = {
+      {"sink_tokens", E::kStreaming, [](auto& p) { p.sink_tokens = 16; }},
+      {"h2o local_ratio", E::kH2O, [](auto& p) { p.local_ratio = 0.6f; }},
+      {"cab shares", E::kCab, [](auto& p) {
+         p.local_ratio = 0.1f;
+         p.bridge_ratio = 0.5f;
+         p.importance_ratio = 0.4f;
+       }},
+      {"cab block_size", E::kCab, [](auto& p) { p.block_size = 32; }},
+      {"cab graph_degree", E::kCab, [](auto& p) { p.graph_degree = 10; }},
+      {"cab curvature", E::kCab, [](auto& p) { p.curvature = cab::CurvatureKind::kForman; }},
+      {"snapkv_pool", E::kSnapKV, [](auto& p) { p.snapkv_pool = 1; }},
+      {"random seed", E::kRandom, [](auto& p) { p.seed = 999; }},
+  };
+  auto run = [&](const TestEvictParams& p, std::vector<int64_t>* got, std::vector<int64_t>* want) {
+    cab::v1::EvictRequest req;
+    FillWire(p, &req);
+    *req.mutable_scores() = ToWire(scores, cab::DType::kF32);
+    *req.mutable_keys() = ToWire(keys, cab::DType::kF32);
+    *req.mutable_window() = ToWire(window, cab::DType::kF32);
+    cab::v1::EvictResponse resp;
+    auto ctx = Context();
+    const grpc::Status s = stub_->Evict(ctx.get(), req, &resp);
+    ASSERT_TRUE(s.ok()) << Describe(s);
+    got->resize(resp.indices().data().size() / sizeof(int64_t));
+    std::memcpy(got->data(), resp.indices().data().data(), got->size() * sizeof(int64_t));
+    const cab::TensorView sv = ViewOf(req.scores()), kv = ViewOf(req.keys()), wv = ViewOf(req.window());
+    cab::EvictInputs in;
+    in.tokens = N;
+    in.scores = &sv;
+    in.keys = &kv;
+    in.window = &wv;
+    in.batch = B;
+    in.kv_heads = Hkv;
+    auto w = CpuReference().Evict(in, ToCab(p));
+    ASSERT_TRUE(w.ok()) << w.status();
+    *want = w->indices;
+  };
+  for (const Variant& v : variants) {
+    SCOPED_TRACE(v.name);
+    TestEvictParams base;
+    base.policy = v.policy;
+    base.keep = 60;
+    TestEvictParams p = base;
+    v.set(p);
+    std::vector<int64_t> got_base, want_base, got, want;
+    run(base, &got_base, &want_base);
+    run(p, &got, &want);
+    ASSERT_NE(want, want_base) << "the test input does not exercise this field";
+    EXPECT_EQ(got, want);
   }
 }
 

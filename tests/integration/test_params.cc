@@ -40,6 +40,15 @@ cab::v1::MaskParams ToWire(const TestMaskParams& p) {
   w.set_graph_degree(p.graph_degree);
   w.set_causal(p.causal);
   w.set_seed(p.seed);
+  if (p.min_keep) w.set_min_keep(*p.min_keep);
+  if (p.sink_blocks) w.set_sink_blocks(*p.sink_blocks);
+  if (p.local_blocks) w.set_local_blocks(*p.local_blocks);
+  if (p.local_ratio) w.set_local_ratio(*p.local_ratio);
+  if (p.bridge_ratio) w.set_bridge_ratio(*p.bridge_ratio);
+  if (p.importance_ratio) w.set_importance_ratio(*p.importance_ratio);
+  if (p.lambda) w.set_lambda(*p.lambda);
+  if (p.adaptive_tau) w.set_adaptive_tau(*p.adaptive_tau);
+  if (p.adaptive_z) w.set_adaptive_z(*p.adaptive_z);
   return w;
 }
 
@@ -56,6 +65,15 @@ cab::MaskParams ToCab(const TestMaskParams& p) {
   c.seed = p.seed;
   c.row_begin = p.row_begin;
   c.row_end = p.row_end == 0 ? -1 : p.row_end;
+  if (p.min_keep) c.min_keep = *p.min_keep;
+  if (p.sink_blocks) c.sink_blocks = *p.sink_blocks;
+  if (p.local_blocks) c.local_blocks = *p.local_blocks;
+  if (p.local_ratio) c.local_ratio = *p.local_ratio;
+  if (p.bridge_ratio) c.bridge_ratio = *p.bridge_ratio;
+  if (p.importance_ratio) c.importance_ratio = *p.importance_ratio;
+  if (p.lambda) c.graph.lambda = *p.lambda;
+  if (p.adaptive_tau) c.adaptive_tau = *p.adaptive_tau;
+  if (p.adaptive_z) c.adaptive_z = *p.adaptive_z;
   return c;
 }
 
@@ -76,6 +94,14 @@ void FillWire(const TestEvictParams& p, cab::v1::EvictRequest* req) {
   req->set_block_size(p.block_size);
   req->set_graph_degree(p.graph_degree);
   req->set_seed(p.seed);
+  req->set_curvature(p.curvature == cab::CurvatureKind::kBalanced ? cab::v1::CURVATURE_BALANCED
+                     : p.curvature == cab::CurvatureKind::kForman ? cab::v1::CURVATURE_FORMAN
+                                                                  : cab::v1::CURVATURE_DIRECT_REDUNDANCY);
+  if (p.sink_tokens) req->set_sink_tokens(*p.sink_tokens);
+  if (p.snapkv_pool) req->set_snapkv_pool(*p.snapkv_pool);
+  if (p.local_ratio) req->set_local_ratio(*p.local_ratio);
+  if (p.bridge_ratio) req->set_bridge_ratio(*p.bridge_ratio);
+  if (p.importance_ratio) req->set_importance_ratio(*p.importance_ratio);
 }
 
 cab::EvictParams ToCab(const TestEvictParams& p) {
@@ -85,6 +111,13 @@ cab::EvictParams ToCab(const TestEvictParams& p) {
   c.block_size = p.block_size;
   c.graph.degree = p.graph_degree;
   c.seed = p.seed;
+  c.graph.curvature = p.curvature;
+  if (p.sink_tokens) c.sink_tokens = *p.sink_tokens;
+  if (p.snapkv_pool) c.snapkv_pool = *p.snapkv_pool;
+  // The wire has one local_ratio; h2o reads it as its own recent share (cab::EvictParams keeps two).
+  if (p.local_ratio) c.local_ratio = c.h2o_local_ratio = *p.local_ratio;
+  if (p.bridge_ratio) c.bridge_ratio = *p.bridge_ratio;
+  if (p.importance_ratio) c.importance_ratio = *p.importance_ratio;
   return c;
 }
 

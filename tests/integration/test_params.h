@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct TestMaskParams {
   bool causal = true;
   uint64_t seed = 7;
   int row_begin = 0, row_end = 0;  // wire convention: row_end 0 = through the last block
+  // Sent only when set (the server's defaults apply otherwise).
+  std::optional<int> min_keep, sink_blocks, local_blocks;
+  std::optional<float> local_ratio, bridge_ratio, importance_ratio, lambda, adaptive_tau, adaptive_z;
 };
 
 cab::v1::MaskParams ToWire(const TestMaskParams& p);
@@ -39,6 +43,9 @@ struct TestEvictParams {
   int block_size = 16;
   int graph_degree = 4;
   uint64_t seed = 3;
+  cab::CurvatureKind curvature = cab::CurvatureKind::kBalanced;
+  std::optional<int> sink_tokens, snapkv_pool;
+  std::optional<float> local_ratio, bridge_ratio, importance_ratio;
 };
 void FillWire(const TestEvictParams& p, cab::v1::EvictRequest* req);
 cab::EvictParams ToCab(const TestEvictParams& p);

@@ -36,6 +36,12 @@ absl::Status DecodeEvictRequest(const cab::v1::EvictRequest& r, const Limits& li
     if (p.rank == 4) dim = std::max(dim, v->shape[3]);
     *p.slot = *v;
   }
+  // SnapKV scores every window query against every cached token: bound the window so that one
+  // request cannot hold a worker for hours.
+  if (out->window && out->window->shape[2] > kMaxEvictWindow) {
+    return absl::ResourceExhaustedError(absl::StrCat("window.shape[2]: ", out->window->shape[2],
+                                                     " queries, at most ", kMaxEvictWindow));
+  }
   SequenceShape shape{std::max<int64_t>(batch, 1), heads, tokens, dim, 0};
   if (out->params.policy == cab::EvictPolicy::kCab) shape.block_size = out->params.block_size;
   if (auto s = CheckSequenceLimits(shape, limits, "request"); !s.ok()) return s;

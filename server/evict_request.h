@@ -12,6 +12,9 @@
 
 namespace cab::server {
 
+// Longest observation window (queries) an eviction request may send.
+inline constexpr int64_t kMaxEvictWindow = 4096;
+
 struct EvictDecoded {
   cab::EvictParams params;
   std::optional<cab::TensorView> scores, keys, window;

@@ -138,6 +138,14 @@ TEST(EvictRequest, DecodesAndBoundsTheAnswer) {
   auto s = DecodeEvictRequest(streaming, l, &d);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(s.message(), HasSubstr("--max_message_bytes"));
+  cab::v1::EvictRequest snap;
+  snap.set_policy(cab::v1::EVICT_POLICY_SNAPKV);
+  snap.set_keep(8);
+  Fill(snap.mutable_keys(), {1, 1, 5000, 1});
+  Fill(snap.mutable_window(), {1, 1, kMaxEvictWindow + 1, 1});
+  auto w = DecodeEvictRequest(snap, Limits{}, &d);
+  EXPECT_EQ(w.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(w.message(), HasSubstr("window.shape[2]"));
   streaming.set_tokens(-1);
   EXPECT_THAT(DecodeEvictRequest(streaming, l, &d).message(), HasSubstr("tokens"));
 }

@@ -9,6 +9,8 @@ const Command kCommands[] = {
     {"evict", "KV-cache keep-indices for an eviction policy", RunEvict},
     {"bridge-demo", "does each policy keep a low-affinity bridge block? (table vs sparsity)", RunBridgeDemo},
     {"bench", "latency percentiles and throughput with K concurrent calls or streams", RunBench},
+    {"attention", "block-sparse vs dense attention on the server's mask and keep-indices (error, recall, speedup)",
+     RunAttention},
     {nullptr, nullptr, nullptr},
 };
 

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "cab/coarse.h"
 #include "channel.h"
+#include "parallel_coarsen.h"
 #include "representatives.h"
 #include "status.h"
 #include "wire/mask_codec.h"
@@ -63,7 +64,7 @@ absl::StatusOr<v1::InfoResponse> Client::Info(const CallOptions& call) {
 namespace {
 
 // The request of `in` with full tensors, or with representatives computed here.
-absl::Status BuildPredictRequest(const PredictInput& in, v1::PredictRequest* req) {
+absl::Status BuildPredictRequest(const PredictInput& in, int threads, v1::PredictRequest* req) {
   if (auto s = CheckTensor(in.q, 4, "q"); !s.ok()) return s;
   if (auto s = CheckTensor(in.k, 4, "k"); !s.ok()) return s;
   req->set_block_size(in.block_size);
@@ -78,9 +79,9 @@ absl::Status BuildPredictRequest(const PredictInput& in, v1::PredictRequest* req
     return absl::OkStatus();
   }
   if (auto s = wire::CheckBlockSize(in.block_size, "block_size"); !s.ok()) return s;
-  auto q = CoarsenCpu(in.q, in.block_size);
+  auto q = client_internal::CoarsenParallel(in.q, in.block_size, threads);
   if (!q.ok()) return q.status();
-  auto k = CoarsenCpu(in.k, in.block_size);
+  auto k = client_internal::CoarsenParallel(in.k, in.block_size, threads);
   if (!k.ok()) return k.status();
   using namespace client_internal;
   // A max-L2 representative is one of the input's own vectors, so the input dtype holds it
@@ -102,7 +103,7 @@ absl::Status BuildPredictRequest(const PredictInput& in, v1::PredictRequest* req
 absl::StatusOr<MaskReply> Client::Predict(const PredictInput& input, const CallOptions& call) {
   const absl::Time start = absl::Now();
   v1::PredictRequest req;
-  if (auto s = BuildPredictRequest(input, &req); !s.ok()) return s;
+  if (auto s = BuildPredictRequest(input, options_.coarsen_threads, &req); !s.ok()) return s;
   const double encode = absl::ToDoubleSeconds(absl::Now() - start);
   auto reply = Predict(req, call);
   if (reply.ok()) reply->client_encode_seconds = encode;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cab/client.h"
+#include "parallel_coarsen.h"
 #include "representatives.h"
 #include "status.h"
 #include "wire/mask_codec.h"
@@ -256,9 +257,9 @@ absl::Status Session::Append(int layer, const TensorView& q, const TensorView& k
       return absl::FailedPreconditionError(absl::StrCat(
           "chunk.start: layer ", layer, " holds ", start, " tokens, not whole blocks of ", bs,
           "; a representatives session appends whole blocks (only the last chunk may end mid-block)"));
-    auto qc = CoarsenCpu(*qv, bs);
+    auto qc = client_internal::CoarsenParallel(*qv, bs, client_->options().coarsen_threads);
     if (!qc.ok()) return qc.status();
-    auto kc = CoarsenCpu(*kv, bs);
+    auto kc = client_internal::CoarsenParallel(*kv, bs, client_->options().coarsen_threads);
     if (!kc.ok()) return kc.status();
     using namespace client_internal;
     EncodeBlocks(*qc, QueryRep(options_.params), 0, qc->blocks, options_.dtype, chunk->mutable_q());
@@ -285,8 +286,17 @@ absl::Status Session::Append(int layer, const TensorView& q, const TensorView& k
       if (auto s = AppendRepresentatives(L.k, *ks2); !s.ok()) return s;
     }
   } else if (options_.replay) {
-    if (auto s = AppendTokens(L.q, *qv, bs); !s.ok()) return s;
-    if (auto s = AppendTokens(L.k, *kv, bs); !s.ok()) return s;
+    if (start % bs == 0) {  // whole new blocks: coarsen in parallel and concatenate
+      auto qc = client_internal::CoarsenParallel(*qv, bs, client_->options().coarsen_threads);
+      if (!qc.ok()) return qc.status();
+      auto kc = client_internal::CoarsenParallel(*kv, bs, client_->options().coarsen_threads);
+      if (!kc.ok()) return kc.status();
+      if (auto s = client_internal::ConcatBlocks(L.q, *qc); !s.ok()) return s;
+      if (auto s = client_internal::ConcatBlocks(L.k, *kc); !s.ok()) return s;
+    } else {  // merge into the partial last block
+      if (auto s = AppendTokens(L.q, *qv, bs); !s.ok()) return s;
+      if (auto s = AppendTokens(L.k, *kv, bs); !s.ok()) return s;
+    }
     if (replay_mode_) {
       // The stream holds representatives since a replay: forward whole new blocks as such, or,
       // when the layer ended mid-block, resynchronise (reopen and replay) at the next request.

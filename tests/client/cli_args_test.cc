@@ -116,3 +116,62 @@ TEST(MaskFormat, NamesRoundTrip) {
 
 }  // namespace
 }  // namespace cab
+
+// Client-side parallel coarsening against the kernels' single-threaded CoarsenCpu, and block
+// concatenation against coarsening the concatenated tokens.
+#include "parallel_coarsen.h"
+#include "synthetic.h"
+
+namespace cab {
+namespace {
+
+void ExpectSameCoarse(const CoarseBlocks& a, const CoarseBlocks& b) {
+  EXPECT_EQ(a.batch, b.batch);
+  EXPECT_EQ(a.heads, b.heads);
+  EXPECT_EQ(a.blocks, b.blocks);
+  EXPECT_EQ(a.dim, b.dim);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.maxl2, b.maxl2);
+  EXPECT_EQ(a.mean, b.mean);
+  EXPECT_EQ(a.kmin, b.kmin);
+  EXPECT_EQ(a.kmax, b.kmax);
+  EXPECT_EQ(a.best_norm2, b.best_norm2);
+  EXPECT_EQ(a.count, b.count);
+}
+
+TEST(ParallelCoarsen, EqualsCoarsenCpu) {
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    OwnedTensor x = cli::RandomTensor({2, 3, 200, 16}, dt, 4);
+    auto want = CoarsenCpu(x.view(), 64);
+    ASSERT_TRUE(want.ok());
+    for (int threads : {1, 2, 5}) {
+      auto got = client_internal::CoarsenParallel(x.view(), 64, threads);
+      ASSERT_TRUE(got.ok());
+      ExpectSameCoarse(*got, *want);
+    }
+  }
+}
+
+TEST(ParallelCoarsen, ConcatOnBlockBoundaryEqualsOneShot) {
+  OwnedTensor x = cli::RandomTensor({1, 2, 200, 8}, DType::kF32, 5);
+  auto whole = CoarsenCpu(x.view(), 32);
+  ASSERT_TRUE(whole.ok());
+  auto part = [&](int64_t start, int64_t len) {
+    OwnedTensor s{x.dtype, {1, 2, len, 8}, ""};
+    for (int h = 0; h < 2; ++h) s.bytes.append(x.bytes.data() + (h * 200 + start) * 32, len * 32);
+    return s;
+  };
+  OwnedTensor a = part(0, 96), b = part(96, 104);
+  auto state = client_internal::CoarsenParallel(a.view(), 32, 2);
+  auto more = client_internal::CoarsenParallel(b.view(), 32, 2);
+  ASSERT_TRUE(state.ok() && more.ok());
+  ASSERT_TRUE(client_internal::ConcatBlocks(*state, *more).ok());
+  ExpectSameCoarse(*state, *whole);
+  // Not on a block boundary: refused.
+  OwnedTensor c = part(0, 100);
+  auto partial = CoarsenCpu(c.view(), 32);
+  EXPECT_EQ(client_internal::ConcatBlocks(*partial, *more).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace cab

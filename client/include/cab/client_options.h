@@ -40,6 +40,8 @@ struct ClientOptions {
   int max_message_bytes = 1 << 30;
   // Deadline of every call that does not set its own; streams use it per request (Append, Mask).
   absl::Duration default_deadline = absl::Seconds(30);
+  // Threads for client-side coarsening (representatives, session replay state); 0: min(hardware, 8).
+  int coarsen_threads = 0;
   // How often a broken session stream is reopened before the error reaches the caller.
   int session_reconnects = 3;
   // Extra channel arguments, passed as they are.

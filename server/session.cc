@@ -100,14 +100,15 @@ absl::StatusOr<cab::v1::ChunkAck> Session::Append(const cab::v1::Chunk& c,
   hooks.Observe(Stage::kDecode, SecondsSince(t0));
 
   auto t1 = std::chrono::steady_clock::now();
-  // Append to copies so that a failure half way leaves the layer as it was.
-  Layer next = layer;
+  // Appends in place: everything a client controls was checked above, and any failure from here on
+  // (out of memory) ends the stream, which drops the session. Copying the layer first would cost
+  // O(M * D) per chunk, which single-token decode steps cannot afford.
   absl::Status st = Guarded([&]() -> absl::Status {
     if (!spec_.representatives) {
-      if (auto s = cab::AppendTokens(next.q, *q, spec_.block_size); !s.ok()) {
+      if (auto s = cab::AppendTokens(layer.q, *q, spec_.block_size); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("chunk.q: ", s.message()));
       }
-      if (auto s = cab::AppendTokens(next.k, *k, spec_.block_size); !s.ok()) {
+      if (auto s = cab::AppendTokens(layer.k, *k, spec_.block_size); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("chunk.k: ", s.message()));
       }
       return absl::OkStatus();
@@ -117,16 +118,15 @@ absl::StatusOr<cab::v1::ChunkAck> Session::Append(const cab::v1::Chunk& c,
     auto more_k = cab::CoarseFromRepresentatives(*k, kmin ? &*kmin : nullptr, kmax ? &*kmax : nullptr,
                                                  spec_.block_size, c.tokens());
     if (!more_k.ok()) return absl::Status(more_k.status().code(), absl::StrCat("chunk.k: ", more_k.status().message()));
-    if (auto s = cab::AppendRepresentatives(next.q, *more_q); !s.ok()) {
+    if (auto s = cab::AppendRepresentatives(layer.q, *more_q); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("chunk.q: ", s.message()));
     }
-    if (auto s = cab::AppendRepresentatives(next.k, *more_k); !s.ok()) {
+    if (auto s = cab::AppendRepresentatives(layer.k, *more_k); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("chunk.k: ", s.message()));
     }
     return absl::OkStatus();
   });
   if (!st.ok()) return st;
-  layer = std::move(next);
   hooks.Observe(Stage::kCoarsen, SecondsSince(t1));
 
   cab::v1::ChunkAck ack;

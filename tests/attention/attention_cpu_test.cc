@@ -26,6 +26,8 @@ struct PrefillCase {
   bool shared_mask;
 };
 
+// Short test names in ctest listings (the default prints the struct's bytes).
+void PrintTo(const PrefillCase& c, std::ostream* os) { *os << c.name; }
 class CpuPrefill : public ::testing::TestWithParam<PrefillCase> {};
 
 TEST_P(CpuPrefill, MatchesNaiveReference) {
@@ -83,6 +85,8 @@ struct DecodeCase {
   int batch, q_heads, kv_heads, q_len, tokens, dim;
   int64_t keep;  // 0: all tokens
 };
+// Short test names in ctest listings (the default prints the struct's bytes).
+void PrintTo(const DecodeCase& c, std::ostream* os) { *os << c.name; }
 class CpuDecode : public ::testing::TestWithParam<DecodeCase> {};
 
 TEST_P(CpuDecode, MatchesNaiveReference) {

@@ -53,6 +53,8 @@ struct PrefillCase {
   bool causal = true;
   cuda::PrefillKernel kernel = cuda::PrefillKernel::kAuto;  // auto: wgmma for d128/b128 on Hopper
 };
+// Short test names in ctest listings (the default prints the struct's bytes).
+void PrintTo(const PrefillCase& c, std::ostream* os) { *os << c.name; }
 class GpuPrefill : public ::testing::TestWithParam<PrefillCase> {};
 
 TEST_P(GpuPrefill, MatchesDoubleReference) {
@@ -159,6 +161,8 @@ struct DecodeCase {
   int64_t keep;  // 0: every token
   int splits;    // 0: automatic
 };
+// Short test names in ctest listings (the default prints the struct's bytes).
+void PrintTo(const DecodeCase& c, std::ostream* os) { *os << c.name; }
 class GpuDecode : public ::testing::TestWithParam<DecodeCase> {};
 
 TEST_P(GpuDecode, MatchesDoubleReference) {

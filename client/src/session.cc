@@ -81,14 +81,7 @@ Session::Session(Client* client, SessionOptions options) : client_(client), opti
   layers_.resize(options_.layers > 0 ? options_.layers : 0);
 }
 
-Session::~Session() {
-  if (stream_) {
-    stream_->Arm(absl::Seconds(5));
-    stream_->rw->WritesDone();
-    stream_->Fail();
-    stream_.reset();
-  }
-}
+Session::~Session() { DropStream(); }
 
 int64_t Session::tokens(int layer) const {
   return layer >= 0 && layer < static_cast<int>(layers_.size()) ? layers_[layer].tokens : 0;
@@ -106,8 +99,18 @@ absl::StatusOr<std::unique_ptr<Session>> Client::OpenSession(const SessionOption
   return s;
 }
 
-absl::Status Session::Open(const CallOptions& call, bool replay) {
+void Session::DropStream() {
+  if (!stream_) return;
+  // Half-close and collect the final status so the server frees the session as completed; a
+  // stream that does not finish within a few seconds is cancelled by the watchdog.
+  stream_->Arm(absl::Seconds(5));
+  stream_->rw->WritesDone();
+  stream_->Fail();
   stream_.reset();
+}
+
+absl::Status Session::Open(const CallOptions& call, bool replay) {
+  DropStream();
   auto stream = std::make_unique<Stream>();
   client_->PrepareContext(&stream->ctx, CallOptions{absl::InfiniteDuration()});
   // A replay waits for some replica to be ready instead of failing on the one that just died.

@@ -3,6 +3,8 @@
 // plumbing, round-robin over a replica list, and a session surviving the death of its replica.
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -260,6 +262,51 @@ TEST_F(LiveServer, BadInputsAndDeadlinesReturnTheirCodes) {
   so.kv_heads = 3;  // not a divisor of heads
   so.head_dim = 32;
   EXPECT_EQ(client->OpenSession(so).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LiveServer, ConcurrentCallsAndSessionsShareOneClient) {
+  auto client = Connect(server_->address());
+  const Problem p = MakeProblem(51, 512);
+  MaskParams params;
+  params.sparsity = 0.7f;
+  const BlockMask want = Expected(p, params);
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3; ++i) {
+        PredictInput in;
+        in.block_size = kBlock;
+        in.params = params;
+        in.q = p.q.view();
+        in.k = p.k.view();
+        in.representatives = (i + t) % 2 == 0;
+        auto r = client->Predict(in);
+        if (r.ok() && r->mask.col_indices == want.col_indices) ++good;
+      }
+      SessionOptions so;
+      so.heads = 4;
+      so.kv_heads = 2;
+      so.head_dim = 32;
+      so.block_size = kBlock;
+      so.params = params;
+      auto session = client->OpenSession(so);
+      if (!session.ok() || !(*session)->Append(0, p.q.view(), p.k.view()).ok()) return;
+      auto m = (*session)->Mask(0);
+      if (m.ok() && m->mask.col_indices == want.col_indices) ++good;
+      if (!(*session)->Close().ok()) --good;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 4 * 4);
+  // Closed sessions leave the server's gauge (it may lag the stream's end by a moment).
+  double active = -1;
+  for (int i = 0; i < 50 && active != 0; ++i) {
+    auto v = ScrapeMetric(server_->metrics_port(), "cab_active_sessions");
+    ASSERT_TRUE(v.ok());
+    active = *v;
+    if (active != 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(active, 0);
 }
 
 TEST(ClientSecurity, BearerTokenIsSentWhenConfigured) {

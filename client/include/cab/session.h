@@ -94,6 +94,7 @@ class Session {
                           v1::Chunk* chunk);
   void ReplayChunk(int layer, v1::Chunk* chunk) const;
   bool CanReplay() const;
+  void DropStream();  // closes the current stream, if any, and collects its status
 
   Client* client_;
   SessionOptions options_;

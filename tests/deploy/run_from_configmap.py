@@ -110,14 +110,14 @@ def main():
         print(f"  {k}={v}")
     print("command:", " ".join(argv))
 
+    if a.expect == "exit1" and os.path.exists("/dev/nvidia0"):
+        print("SKIP: this machine has a GPU; the gpu overlay's configuration would start here")
+        return 77
     work = tempfile.mkdtemp(prefix="cab-deploy-")
     server = cabproc.Server(argv[0], env, os.path.join(work, "server.log"), argv[1:])
     server.start()
     try:
         if a.expect == "exit1":
-            if os.path.exists("/dev/nvidia0"):
-                print("SKIP: this machine has a GPU; the gpu overlay would start here")
-                return 77
             code = server.wait(30)
             log = server.log_text()
             check(code == 1, f"cab-server refuses the configuration with exit code 1 (got {code})")

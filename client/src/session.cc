@@ -105,7 +105,7 @@ void Session::DropStream() {
   // stream that does not finish within a few seconds is cancelled by the watchdog.
   stream_->Arm(absl::Seconds(5));
   stream_->rw->WritesDone();
-  stream_->Fail();
+  stream_->Fail().IgnoreError();  // the caller has moved on; the status only matters to the server
   stream_.reset();
 }
 

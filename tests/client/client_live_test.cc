@@ -96,6 +96,21 @@ TEST_F(LiveServer, InfoDescribesTheCpuBackend) {
   EXPECT_GT(info->limits().max_tokens(), 0);
 }
 
+TEST_F(LiveServer, ChannelOptionsArePlumbed) {
+  ClientOptions o;
+  o.load_balancing_policy = "pick_first";
+  o.keepalive_time_ms = 60000;
+  o.max_attempts = 1;
+  o.int_args = {{"grpc.max_reconnect_backoff_ms", 1000}};
+  o.string_args = {{"grpc.primary_user_agent", "cab-client-test"}};
+  auto info = Connect(server_->address(), o)->Info();
+  EXPECT_TRUE(info.ok()) << info.status();
+  ClientOptions bad;
+  bad.target = server_->address();
+  bad.load_balancing_policy = "grpclb";
+  EXPECT_EQ(Client::Create(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(LiveServer, PredictEveryPolicyAndFormatMatchesTheInProcessBackend) {
   auto client = Connect(server_->address());
   const Problem p = MakeProblem(11);
@@ -121,7 +136,9 @@ TEST_F(LiveServer, PredictEveryPolicyAndFormatMatchesTheInProcessBackend) {
         ASSERT_TRUE(r.ok()) << what << ": " << r.status();
         EXPECT_EQ(r->format, format) << what;
         ExpectSameMask(r->mask, want, what);
-        if (reps) EXPECT_LT(r->request_bytes * 8, p.q.bytes.size()) << what;  // representatives are small
+        if (reps) {
+          EXPECT_LT(r->request_bytes * 8, p.q.bytes.size()) << what;  // representatives are small
+        }
       }
     }
   }

@@ -151,7 +151,7 @@ TEST(LoadQk, ReadsSafetensorsAndNpyPairs) {
   std::ofstream(dir + "/qk.safetensors", std::ios::binary) << WriteSafetensors({{"q", q}, {"k", k}});
   std::ofstream(dir + "/q.npy", std::ios::binary) << WriteNpy(q);
   std::ofstream(dir + "/k.npy", std::ios::binary) << WriteNpy(k);
-  for (const std::string spec : {dir + "/qk.safetensors", dir + "/q.npy," + dir + "/k.npy"}) {
+  for (const std::string& spec : {dir + "/qk.safetensors", dir + "/q.npy," + dir + "/k.npy"}) {
     auto qk = LoadQk(spec);
     ASSERT_TRUE(qk.ok()) << qk.status();
     EXPECT_EQ(qk->q.bytes, q.bytes);

@@ -220,6 +220,11 @@ absl::Status CheckDecodeArgs(const DecodeArgs& a) {
   if (a.head_dim != 64 && a.head_dim != 128) return absl::InvalidArgumentError("head_dim: 64 or 128");
   if (a.indices && (a.keep <= 0 || a.keep > a.tokens)) return absl::InvalidArgumentError("keep: must be in [1, tokens]");
   if (!(a.scale >= 0) || std::isinf(a.scale)) return absl::InvalidArgumentError("scale: must be finite and >= 0");
+  // Launch geometry: (batch x kv heads) on grid.y, groups of 8 query rows on grid.z.
+  if (static_cast<int64_t>(a.batch) * a.kv_heads > 65535) return absl::InvalidArgumentError("batch * kv_heads: more than 65535");
+  if ((static_cast<int64_t>(a.q_heads / a.kv_heads) * a.q_len + kRows - 1) / kRows > 65535) {
+    return absl::InvalidArgumentError("q_len: too many query rows per kv head");
+  }
   return absl::OkStatus();
 }
 

@@ -244,6 +244,11 @@ absl::Status CheckPrefillArgs(const PrefillArgs& a) {
   if (a.row_offsets && !a.col_indices) return absl::InvalidArgumentError("col_indices: required with row_offsets");
   if (a.kv_num_blocks && (!a.kv_indices || a.max_k <= 0)) return absl::InvalidArgumentError("kv_indices/max_k: required with kv_num_blocks");
   if (!(a.scale >= 0) || std::isinf(a.scale)) return absl::InvalidArgumentError("scale: must be finite and >= 0");
+  // Launch geometry: query-block rows on grid.y (at most 65535, twice that many CTAs for the
+  // half-block variant), batch x heads on grid.x.
+  const int64_t blocks = (a.tokens + a.block_size - 1) / a.block_size;
+  if (2 * blocks > 65535) return absl::InvalidArgumentError(absl::StrCat("tokens: ", a.tokens, " gives more than 32767 query blocks"));
+  if (static_cast<int64_t>(a.batch) * a.q_heads > (int64_t{1} << 31) - 1) return absl::InvalidArgumentError("batch * q_heads: too large");
   return absl::OkStatus();
 }
 

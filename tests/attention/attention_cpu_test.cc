@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "cab/attention/attention.h"
+#include "cab/attention/cuda_attention.h"
 #include "naive_reference.h"
 
 namespace cab::attention {
@@ -221,3 +222,69 @@ TEST(Device, CudaRequestWithoutGpuIsAClearError) {
 
 }  // namespace
 }  // namespace cab::attention
+
+#ifdef CAB_ATTENTION_HAVE_CUDA
+// The device entry points validate their arguments on the host, so this runs without a GPU too.
+namespace cab::attention {
+namespace {
+TEST(DeviceArgs, CheckedOnTheHost) {
+  int dummy = 0;
+  cuda::PrefillArgs a;
+  a.q = a.k = a.v = &dummy;
+  a.o = &dummy;
+  a.batch = 1;
+  a.q_heads = 4;
+  a.kv_heads = 2;
+  a.head_dim = 128;
+  a.tokens = 1000;
+  a.block_size = 128;
+  a.mask_heads = 4;
+  const int64_t offsets[2] = {0, 0};
+  a.row_offsets = offsets;
+  a.col_indices = reinterpret_cast<const int32_t*>(&dummy);
+  EXPECT_TRUE(cuda::CheckPrefillArgs(a).ok());
+  auto expect = [](cuda::PrefillArgs x, const char* field) {
+    const absl::Status st = cuda::CheckPrefillArgs(x);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(std::string(st.message()).find(field), std::string::npos) << st;
+  };
+  cuda::PrefillArgs b = a;
+  b.head_dim = 96;
+  expect(b, "head_dim");
+  b = a;
+  b.block_size = 32;
+  expect(b, "block_size");
+  b = a;
+  b.kv_heads = 3;
+  expect(b, "kv_heads");
+  b = a;
+  b.kv_num_blocks = reinterpret_cast<const int32_t*>(&dummy);  // both mask layouts set
+  expect(b, "mask");
+  b = a;
+  b.dtype = DType::kF32;
+  expect(b, "dtype");
+  b = a;
+  b.tokens = int64_t{128} * 40000;
+  expect(b, "tokens");
+
+  cuda::DecodeArgs d;
+  d.q = d.k = d.v = &dummy;
+  d.o = &dummy;
+  d.batch = 1;
+  d.q_heads = 8;
+  d.kv_heads = 2;
+  d.head_dim = 64;
+  d.tokens = 100;
+  EXPECT_TRUE(cuda::CheckDecodeArgs(d).ok());
+  EXPECT_GT(cuda::DecodeWorkspaceBytes(d), 0u);
+  d.indices = reinterpret_cast<const int32_t*>(&dummy);
+  d.keep = 101;
+  EXPECT_EQ(cuda::CheckDecodeArgs(d).code(), absl::StatusCode::kInvalidArgument);
+  d.keep = 10;
+  d.head_dim = 80;
+  EXPECT_EQ(cuda::CheckDecodeArgs(d).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::DecodeWorkspaceBytes(d), 0u);
+}
+}  // namespace
+}  // namespace cab::attention
+#endif

@@ -152,9 +152,11 @@ absl::StatusOr<EvictReply> Client::Evict(const v1::EvictRequest& req, const Call
   out.keep.batch = resp.batch();
   out.keep.kv_heads = resp.kv_heads();
   out.keep.per_head = resp.per_head();
-  auto idx = wire::DecodeInt64(resp.indices(), {resp.batch(), resp.kv_heads(), resp.per_head()}, "indices");
-  if (!idx.ok()) return idx.status();
-  out.keep.indices = std::move(*idx);
+  if (resp.batch() > 0 && resp.kv_heads() > 0 && resp.per_head() > 0) {  // keep = 0 sends no indices
+    auto idx = wire::DecodeInt64(resp.indices(), {resp.batch(), resp.kv_heads(), resp.per_head()}, "indices");
+    if (!idx.ok()) return idx.status();
+    out.keep.indices = std::move(*idx);
+  }
   out.timings = resp.timings();
   return out;
 }

@@ -1,6 +1,8 @@
 // A real Prometheus server (Debian's /usr/bin/prometheus) scrapes cab-server's metrics endpoint on
 // loopback; the test reads the counters back through Prometheus' HTTP API and checks they match the
 // requests it made.
+#include <signal.h>
+
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -49,6 +51,17 @@ class PrometheusTest : public ServerTest {
       if (!prometheus_) std::cerr << "prometheus did not come up; log:\n" << (*p)->Log() << "\n";
     }
     ASSERT_TRUE(prometheus_) << "prometheus never became ready";
+  }
+
+  void TearDown() override {
+    if (prometheus_) {
+      prometheus_->Signal(SIGTERM);
+      prometheus_->WaitExit(absl::Seconds(10));
+      if (HasFailure()) std::cerr << "---- prometheus log ----\n" << prometheus_->Log() << "\n";
+      prometheus_.reset();
+    }
+    if (!HasFailure() && !dir_.empty()) RemoveTree(dir_);
+    ServerTest::TearDown();
   }
 
   // The value of an instant query with one result (nullopt: no result yet).

@@ -129,6 +129,7 @@ TEST_F(PythonClientTest, PythonGetsTheSameMaskBytesAsCpp) {
   auto decoded = DecodeWireMask(streamed.mask().mask());
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(MaskDiff(*decoded, FromCab(want->mask)), "");
+  if (!HasFailure()) RemoveTree(dir);
 }
 
 // A client process killed mid-stream (no cancel, the connection just breaks) frees its session.
@@ -155,6 +156,7 @@ TEST_F(PythonClientTest, KilledClientFreesItsSession) {
   WaitForMetric(port, "cab_session_memory_bytes", {}, [](double v) { return v == 0; });
   EXPECT_EQ(closed(), before + 1) << "the broken stream's session was not counted as cancelled or error";
   ExpectServerHealthy();
+  if (!HasFailure()) RemoveTree(dir);
 }
 
 }  // namespace

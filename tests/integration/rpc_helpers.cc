@@ -77,7 +77,10 @@ void ServerTest::TearDown() {
     std::cerr << "---- cab-server log (tail) ----\n" << (log.size() > 4000 ? log.substr(log.size() - 4000) : log) << "\n";
   }
   stub_.reset();
+  const std::string dir = server_ ? server_->dir() : "";
   server_.reset();
+  // Keep the scratch files of a failed test for inspection; drop the rest so reruns do not pile up.
+  if (!HasFailure() && !dir.empty()) RemoveTree(dir);
 }
 
 void ServerTest::ExpectServerHealthy() {

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -33,6 +35,11 @@ std::string MakeTempDir(const std::string& prefix) {
   buf.push_back('\0');
   if (::mkdtemp(buf.data()) == nullptr) return "";
   return std::string(buf.data());
+}
+
+void RemoveTree(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 absl::StatusOr<std::pair<int, int>> ParsePortFile(const std::string& line) {

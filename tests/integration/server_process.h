@@ -50,6 +50,8 @@ class ServerProcess {
 std::string ServerBinary();
 // A fresh directory under the build tree's scratch area.
 std::string MakeTempDir(const std::string& prefix);
+// Removes a scratch directory and everything under it (errors ignored).
+void RemoveTree(const std::string& dir);
 // Parses "grpc=PORT metrics=PORT" (the port file's one line).
 absl::StatusOr<std::pair<int, int>> ParsePortFile(const std::string& line);
 

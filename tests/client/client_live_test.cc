@@ -433,3 +433,56 @@ TEST(ClientReplicas, RoundRobinReachesEveryReplicaAndSessionsSurviveAReplica) {
 
 }  // namespace
 }  // namespace cab
+
+namespace cab {
+namespace {
+
+SessionOptions SmallSession(bool reps) {
+  SessionOptions so;
+  so.heads = 4;
+  so.kv_heads = 2;
+  so.head_dim = 32;
+  so.block_size = kBlock;
+  so.params.sparsity = 0.7f;
+  so.params.policy = MaskPolicy::kQuest;  // needs the key min/max: the replay must carry them
+  so.representatives = reps;
+  return so;
+}
+
+TEST(ClientReplicas, RepresentativesSessionSurvivesADrainedReplica) {
+  auto a = ServerLauncher::Start(), b = ServerLauncher::Start();
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto client = Connect(absl::StrCat((*a)->address(), ",", (*b)->address()));
+  const Problem p = MakeProblem(61, 640);
+  auto session = client->OpenSession(SmallSession(true));
+  ASSERT_TRUE(session.ok()) << session.status();
+  OwnedTensor q1 = Tokens(p.q, 0, 384), k1 = Tokens(p.k, 0, 384);
+  ASSERT_TRUE((*session)->Append(0, q1.view(), k1.view()).ok());
+  auto on_a = ScrapeMetric((*a)->metrics_port(), "cab_active_sessions");
+  ASSERT_TRUE(on_a.ok());
+  ((*on_a > 0) ? *a : *b)->Kill(SIGTERM);  // drains (grace 1 s) and exits; Kill waits for the exit
+  OwnedTensor q2 = Tokens(p.q, 384, 256), k2 = Tokens(p.k, 384, 256);
+  ASSERT_TRUE((*session)->Append(0, q2.view(), k2.view()).ok());  // reopens, replays, chunk included
+  EXPECT_EQ((*session)->reconnects(), 1);
+  auto m = (*session)->Mask(0);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ExpectSameMask(m->mask, Expected(p, SmallSession(true).params), "representatives after drain");
+}
+
+TEST_F(LiveServer, SessionCallDeadlineCancelsTheStreamAndTheNextCallRecovers) {
+  auto client = Connect(server_->address());
+  const Problem p = MakeProblem(71, 8192);
+  auto session = client->OpenSession(SmallSession(false));
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_TRUE((*session)->Append(0, p.q.view(), p.k.view()).ok());
+  CallOptions tiny;
+  tiny.deadline = absl::Microseconds(1);
+  EXPECT_EQ((*session)->Mask(0, 0, 0, false, tiny).status().code(), absl::StatusCode::kDeadlineExceeded);
+  auto m = (*session)->Mask(0);  // a new stream with the replayed state
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*session)->reconnects(), 0);  // not an UNAVAILABLE reconnect
+  ExpectSameMask(m->mask, Expected(p, SmallSession(false).params), "after a deadline");
+}
+
+}  // namespace
+}  // namespace cab

@@ -3,10 +3,12 @@
 #   scripts/gpu-run.sh prepare   here (Debian build host, nvcc but no GPU): configure build-g, build the
 #                                plugin, the cross-backend test, the kernel benchmark, cab-server and
 #                                cab-client, and pack them with their libraries into bundle-g/.
-#   scripts/gpu-run.sh remote    on the GPU host (the device tool's `run`, with carry=["bundle-g"]):
+#   scripts/gpu-run.sh remote    on the GPU host (the device tool's `run`, with carry=["bundle-gz"]):
 #                                GPU tests, kernel benchmark, the PyTorch peer, and cab-server end to
 #                                end (CPU vs CUDA masks, loopback latency); everything lands in $OUT.
-# Example:  scripts/gpu-run.sh prepare   then   run(command="scripts/gpu-run.sh remote", carry=["bundle-g"])
+# Example:  scripts/gpu-run.sh prepare   then   run(command="scripts/gpu-run.sh remote", carry=["bundle-gz"])
+# The bundle (gRPC, protobuf, OpenBLAS, ...) is ~63 MiB stripped, over the tool's 64 MiB working-tree
+# limit together with the tree, so it travels xz-compressed (~13 MiB) as bundle-gz/bundle.tar.xz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-g}
@@ -24,7 +26,10 @@ prepare() {
   ../shared/tools/gpu-bundle.sh "$BUNDLE" "$BUILD/bin/cab-bench-gpu" "$BUILD/tests/cuda/cuda_backend_test" "${extra[@]}" \
     2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "$BUILD/bin/cab-bench-gpu" "$BUILD/tests/cuda/cuda_backend_test" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
-  du -sh "$BUNDLE"
+  strip --strip-debug "$BUNDLE"/bin/* "$BUNDLE"/lib/*.so*
+  mkdir -p bundle-gz
+  tar -cf - "$BUNDLE" | xz -T2 -4 >bundle-gz/bundle.tar.xz
+  du -sh "$BUNDLE" bundle-gz/bundle.tar.xz
 }
 
 # Starts cab-server with the given backend; prints its gRPC port.
@@ -42,6 +47,7 @@ start_server() {
 
 remote() {
   : "${OUT:?OUT must be set (the device tool sets it)}"
+  [ -d "$BUNDLE" ] || tar -xJf bundle-gz/bundle.tar.xz
   export LD_LIBRARY_PATH=$PWD/$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export CAB_CUDA_PLUGIN=$PWD/$BUNDLE/lib/libcab_cuda_backend.so
   export PYTHONUNBUFFERED=1
@@ -89,7 +95,7 @@ remote() {
       for reps in "" "--representatives"; do
         [ "$n" = 131072 ] && [ -z "$reps" ] && continue  # 2 GiB of raw Q/K exceeds one gRPC message
         echo "e2e bench cuda N=$n $reps:" | tee -a "$summary"
-        timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=10 --warmup=2 --seq_len=$n --heads=32 \
+        timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=5 --warmup=1 --seq_len=$n --heads=32 \
           --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 $reps --json 2>&1 | tail -3 | tee -a "$summary"
       done
     done

@@ -76,10 +76,34 @@ bool SessionManager::Close(uint64_t key, const std::string& reason) {
   return true;
 }
 
+uint64_t SessionManager::AddPendingStream(absl::Time now, std::function<void()> on_idle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry e;
+  e.last_active = now;
+  e.on_idle = std::move(on_idle);
+  const uint64_t key = next_key_++;
+  pending_.emplace(key, std::move(e));
+  return key;
+}
+
+void SessionManager::RemovePendingStream(uint64_t key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.erase(key);
+}
+
 int SessionManager::ExpireIdle(absl::Time now) {
   std::vector<std::function<void()>> callbacks;
+  std::vector<std::function<void()>> pending_callbacks;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (now - it->second.last_active >= idle_timeout_) {
+        pending_callbacks.push_back(std::move(it->second.on_idle));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if (now - it->second.last_active >= idle_timeout_) {
         total_bytes_ -= it->second.bytes;
@@ -95,7 +119,10 @@ int SessionManager::ExpireIdle(absl::Time now) {
     if (metrics_) metrics_->SessionClosed(kClosedIdle);
     if (cb) cb();
   }
-  return static_cast<int>(callbacks.size());
+  for (auto& cb : pending_callbacks) {
+    if (cb) cb();
+  }
+  return static_cast<int>(callbacks.size() + pending_callbacks.size());
 }
 
 int SessionManager::open_sessions() const {

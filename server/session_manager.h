@@ -50,7 +50,13 @@ class SessionManager {
   // Closes the session (idempotent: false when it was already closed).
   bool Close(uint64_t key, const std::string& reason);
 
-  // Closes every session idle since before now - idle_timeout and runs their callbacks.
+  // A stream that has not sent its SessionConfig yet holds no session, but it must not wait forever:
+  // it is registered here (not counted as a session) until it configures one or ends.
+  uint64_t AddPendingStream(absl::Time now, std::function<void()> on_idle);
+  void RemovePendingStream(uint64_t key);
+
+  // Closes every session idle since before now - idle_timeout and runs their callbacks; pending
+  // streams that old are dropped and their callbacks run too. Returns how many were expired.
   int ExpireIdle(absl::Time now);
 
   int open_sessions() const;
@@ -73,6 +79,7 @@ class SessionManager {
   Metrics* metrics_;
   mutable std::mutex mu_;
   std::map<uint64_t, Entry> sessions_;
+  std::map<uint64_t, Entry> pending_;  // unconfigured streams (id unused)
   uint64_t next_key_ = 1;
   int64_t total_bytes_ = 0;
 };

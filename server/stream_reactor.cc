@@ -18,7 +18,23 @@ StreamReactor::StreamReactor(ServiceState* state, grpc::CallbackServerContext* c
     End(s, nullptr);
     return;
   }
+  std::weak_ptr<StreamReactor> weak = self_;
+  pending_key_ = state_->sessions->AddPendingStream(absl::Now(), [weak] {
+    if (auto r = weak.lock()) r->OnIdleBeforeConfig();
+  });
   StartRead(&req_);
+}
+
+void StreamReactor::DropPending() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pending_key_ != 0) state_->sessions->RemovePendingStream(pending_key_);
+  pending_key_ = 0;
+}
+
+void StreamReactor::OnIdleBeforeConfig() {
+  End(absl::AbortedError(absl::StrCat("config: no SessionConfig within --session_idle_timeout_s=",
+                                      state_->options.session_idle_timeout_s, " seconds")),
+      nullptr);
 }
 
 void StreamReactor::OnReadDone(bool ok) {
@@ -82,6 +98,7 @@ void StreamReactor::HandleConfig(const cab::v1::SessionConfig& config) {
     if (auto r = weak.lock()) r->OnIdle();
   });
   if (!ticket.ok()) return Fail(ticket.status(), nullptr);
+  DropPending();
   session_key_ = ticket->key;
   spec->session_id = ticket->id;
   session_ = std::make_unique<Session>(*spec, limits);
@@ -187,6 +204,7 @@ void StreamReactor::Fail(const absl::Status& status, const char* reason) {
 }
 
 void StreamReactor::End(const absl::Status& status, const char* reason) {
+  DropPending();
   if (reason) CloseSession(reason);
   Next next;
   {
@@ -229,6 +247,7 @@ void StreamReactor::CloseSession(const char* reason) {
 
 void StreamReactor::OnDone() {
   // A stream that ended without a clean close (for example at shutdown) still frees its session.
+  DropPending();
   CloseSession(kClosedCancelled);
   state_->metrics->active_streams().Decrement();
   // Drops the reactor's own reference; the idle callback may hold the last one for a moment.

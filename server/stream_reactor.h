@@ -38,6 +38,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<cab::v1::StreamReques
   // The message being handled failed: it is no longer in progress, and the stream ends.
   void Fail(const absl::Status& status, const char* reason);
   void OnIdle();
+  void OnIdleBeforeConfig();
+  void DropPending();
   // Called with mu_ held: what to start once the lock is released.
   struct Next {
     const cab::v1::StreamResponse* write = nullptr;
@@ -54,7 +56,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<cab::v1::StreamReques
 
   cab::v1::StreamRequest req_;
   std::unique_ptr<Session> session_;
-  std::atomic<uint64_t> session_key_{0};  // read by OnCancel and the idle callback
+  std::atomic<uint64_t> session_key_{0};
+  uint64_t pending_key_ = 0;  // registered until the SessionConfig arrives (idle expiry)  // read by OnCancel and the idle callback
 
   // Owns the reactor between construction and OnDone, and a little longer where the idle-expiry
   // callback (on the janitor thread) still holds a reference.

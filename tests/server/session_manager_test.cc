@@ -89,5 +89,20 @@ TEST(SessionManager, IdleExpiryRunsCallbacksOfIdleSessionsOnly) {
   EXPECT_EQ(m.open_sessions(), 0);
 }
 
+TEST(SessionManager, UnconfiguredStreamsExpireWithoutCountingAsSessions) {
+  SessionManager m(SmallLimits(), absl::Seconds(10), nullptr);
+  int expired = 0, removed = 0;
+  m.AddPendingStream(kT0, [&] { ++expired; });
+  const uint64_t other = m.AddPendingStream(kT0, [&] { ++removed; });
+  EXPECT_EQ(m.open_sessions(), 0);
+  ASSERT_TRUE(m.Open("", kT0, nullptr).ok());
+  ASSERT_TRUE(m.Open("", kT0, nullptr).ok()) << "pending streams take no session slot";
+  m.RemovePendingStream(other);  // it sent its config
+  EXPECT_EQ(m.ExpireIdle(kT0 + absl::Seconds(9)), 0);
+  EXPECT_EQ(m.ExpireIdle(kT0 + absl::Seconds(10)), 3);  // the pending stream and both idle sessions
+  EXPECT_EQ(expired, 1);
+  EXPECT_EQ(removed, 0);
+}
+
 }  // namespace
 }  // namespace cab::server

@@ -19,7 +19,7 @@ using Clock = std::chrono::steady_clock;
 class UnaryCall {
  public:
   UnaryCall(ServiceState* state, grpc::CallbackServerContext* ctx, const char* method)
-      : state_(state), ctx_(ctx), reactor_(ctx->DefaultReactor()), method_(method), start_(Clock::now()) {
+      : state_(state), reactor_(ctx->DefaultReactor()), method_(method), start_(Clock::now()) {
     state_->metrics->inflight_requests().Increment();
   }
   grpc::ServerUnaryReactor* reactor() const { return reactor_; }
@@ -33,7 +33,6 @@ class UnaryCall {
 
  private:
   ServiceState* state_;
-  grpc::CallbackServerContext* ctx_;
   grpc::ServerUnaryReactor* reactor_;
   const char* method_;
   Clock::time_point start_;

@@ -13,6 +13,8 @@
 #include "coarsen_kernel.h"
 #include "cpu_backend_predict.h"    // kernels/cpu: CheckCoarsePair
 #include "cuda_status.h"
+#include "device_evictor.h"
+#include "evict_inputs.h"           // kernels/cpu: ResolveEvictShape, shared validation
 #include "select.h"                 // kernels/cpu: NeedOf
 
 namespace cab::cuda {
@@ -37,6 +39,7 @@ struct Worker {
   DeviceBuffer q, k, kmin, kmax, x;
   DeviceBuffer c_maxl2, c_mean, c_kmin, c_kmax, c_norm, c_count;
   PinnedBuffer staging;
+  EvictWorkspace evict;
   std::string name;
 };
 
@@ -57,9 +60,7 @@ class CudaBackend final : public Backend {
                                   Coarsening query_coarsening, const GraphParams& p) override;
   absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                          bool diagnostics) override;
-  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) override {
-    return cpu_->Evict(in, p);
-  }
+  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) override;
 
  private:
   // The least loaded device; the caller holds its lock for the duration of the request.
@@ -175,6 +176,23 @@ absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const
   result.graph_seconds = ((*ms)[kScores] + (*ms)[kTopLists] + (*ms)[kGraph]) * 1e-3;
   result.select_seconds = (*ms)[kSelect] * 1e-3;
   return result;
+}
+
+absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const EvictParams& p) {
+  auto shape = cpu::ResolveEvictShape(in, p);
+  if (!shape.ok()) return shape.status();
+  // random is defined by the CPU's seeded stream (one draw per kept token): it stays there.
+  if (p.policy == EvictPolicy::kRandom) return cpu_->Evict(in, p);
+  Worker& w = Pick();
+  w.load.fetch_add(1);
+  bool non_finite = false;
+  absl::StatusOr<KeepIndices> out;
+  {
+    LoadGuard guard(w);
+    out = EvictOnDevice(*w.predictor, w.evict, in, p, *shape, &non_finite);
+  }
+  if (non_finite) return cpu_->Evict(in, p);  // the CPU's coarsening names the offending element
+  return out;
 }
 
 absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,

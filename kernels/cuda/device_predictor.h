@@ -47,6 +47,9 @@ class DevicePredictor {
 
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  // The graph of the last Enqueue (device pointers), for eviction's bridge ranking.
+  const GraphBuffers& graph() const { return graph_; }
 
   // Enqueues the whole prediction for rows [row_begin, row_end) of `p` (row_end resolved by the
   // caller). graph_only: stop after the graph (for Graph()). Asynchronous.

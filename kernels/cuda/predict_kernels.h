@@ -66,4 +66,8 @@ absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int 
 absl::Status LaunchDenseCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int heads, float* curvature,
                                   cudaStream_t stream);
 
+// Per (head, block): the minimum curvature over the block's edges and whether it has one (eviction).
+absl::Status LaunchBlockMinCurvature(const GraphBuffers& g, const DeviceMaskParams& p, float* block_min,
+                                     int32_t* has_edge, cudaStream_t stream);
+
 }  // namespace cab::cuda

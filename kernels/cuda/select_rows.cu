@@ -262,6 +262,49 @@ __global__ void DenseCurvatureKernel(GraphBuffers g, DeviceMaskParams p, float* 
   }
 }
 
+// Eviction's bridge ranking: per (head, block m) the minimum F over m's edges (row m, as the CPU's
+// RankBridgeBlocks reads F(m, j)) and whether m has an edge with a finite F.
+__global__ void BlockMinCurvatureKernel(GraphBuffers g, DeviceMaskParams p, float* block_min, int32_t* has_edge) {
+  __shared__ float min_s[kRowThreads / 32];
+  __shared__ int any_s[kRowThreads / 32];
+  const int M = g.blocks, W = g.words(), i = blockIdx.x;
+  const int64_t head_row0 = static_cast<int64_t>(blockIdx.y) * M;
+  const uint32_t* mine = g.adj + (head_row0 + i) * W;
+  float best = __int_as_float(0x7f800000);
+  int any = 0;
+  for (int j = threadIdx.x; j < M; j += blockDim.x) {
+    if ((mine[j / 32] >> (j % 32)) & 1u) {
+      const uint32_t* other = g.adj + (head_row0 + j) * W;
+      int t = 0;
+      for (int u = 0; u < W; ++u) t += __popc(mine[u] & other[u]);
+      const float f = EdgeCurvature(g, p, head_row0, i, j, t);
+      if (f == f) {
+        best = fminf(best, f);
+        any = 1;
+      }
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    best = fminf(best, __shfl_xor_sync(0xffffffffu, best, off));
+    any |= __shfl_xor_sync(0xffffffffu, any, off);
+  }
+  if (threadIdx.x % 32 == 0) {
+    min_s[threadIdx.x / 32] = best;
+    any_s[threadIdx.x / 32] = any;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kRowThreads / 32; ++w) {
+      best = fminf(best, min_s[w]);
+      any |= any_s[w];
+    }
+    best = fminf(best, min_s[0]);
+    any |= any_s[0];
+    block_min[head_row0 + i] = best;
+    has_edge[head_row0 + i] = any;
+  }
+}
+
 }  // namespace
 
 absl::Status LaunchDenseCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int heads, float* curvature,
@@ -288,6 +331,14 @@ absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int 
   dim3 grid(rows, g.heads);
   SelectKernel<<<grid, kRowThreads, smem, stream>>>(g, p, row_begin, rows, keep, capacity, edges);
   CAB_CUDA_LAUNCHED("select rows");
+  return absl::OkStatus();
+}
+
+absl::Status LaunchBlockMinCurvature(const GraphBuffers& g, const DeviceMaskParams& p, float* block_min,
+                                     int32_t* has_edge, cudaStream_t stream) {
+  dim3 grid(g.blocks, g.heads);
+  BlockMinCurvatureKernel<<<grid, kRowThreads, 0, stream>>>(g, p, block_min, has_edge);
+  CAB_CUDA_LAUNCHED("block min curvature");
   return absl::OkStatus();
 }
 

@@ -1,4 +1,4 @@
-// Host API: validate, then pick the device (CUDA when present and the dtype suits the kernels).
+// Host API: validate, then run on the backend the registry picks (backend_registry.cc).
 #include "cab/attention/attention.h"
 
 #include <algorithm>
@@ -8,25 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "attention_internal.h"
+#include "cab/attention/backend.h"
 
 namespace cab::attention {
-namespace {
-
-// Whether a call with `dtype` goes to CUDA; an error when the caller insisted on CUDA and it can't.
-absl::StatusOr<bool> UseCuda(Device device, DType dtype, bool shape_ok, const std::string& shape_why) {
-  if (device == Device::kCpu) return false;
-  std::string why;
-  const bool have = CudaAvailable(&why);
-  const bool dtype_ok = dtype == DType::kBF16 || dtype == DType::kF16;
-  if (device == Device::kAuto) return have && dtype_ok && shape_ok;
-  if (!have) return absl::FailedPreconditionError(absl::StrCat("device: cuda requested but ", why));
-  if (!dtype_ok) return absl::InvalidArgumentError("q.dtype: the CUDA kernels take fp16 or bf16");
-  if (!shape_ok) return absl::InvalidArgumentError(shape_why);
-  return true;
-}
-
-}  // namespace
-
 absl::StatusOr<Device> ParseDevice(const std::string& s) {
   if (s == "auto") return Device::kAuto;
   if (s == "cpu") return Device::kCpu;
@@ -44,25 +28,21 @@ bool CudaAvailable(std::string* why_not) {
 absl::StatusOr<AttentionResult> BlockSparsePrefill(const TensorView& q, const TensorView& k,
                                                    const TensorView& v, const BlockMask& mask,
                                                    const PrefillOptions& options) {
+  // Validate first so that a caller's mistake is reported as such whatever the device.
   auto s = internal::CheckPrefill(q, k, v, mask, options);
   if (!s.ok()) return s.status();
-  const bool shape_ok = (s->head_dim == 64 || s->head_dim == 128) && (s->block_size == 64 || s->block_size == 128);
-  auto cuda = UseCuda(options.device, q.dtype, shape_ok,
-                      "head_dim/block_size: the CUDA kernels take head_dim 64 or 128 and block_size 64 or 128");
-  if (!cuda.ok()) return cuda.status();
-  if (*cuda) return internal::PrefillCuda(q, k, v, mask, *s, options.causal);
-  return internal::PrefillCpu(q, k, v, mask, *s, options.causal);
+  auto backend = SelectPrefillBackend(options.device, q.dtype, s->head_dim, s->block_size);
+  if (!backend.ok()) return backend.status();
+  return (*backend)->Prefill(q, k, v, mask, options);
 }
 
 absl::StatusOr<AttentionResult> SparseDecode(const TensorView& q, const TensorView& k, const TensorView& v,
                                              const KeepIndices* keep, const DecodeOptions& options) {
   auto s = internal::CheckDecode(q, k, v, keep, options);
   if (!s.ok()) return s.status();
-  const bool shape_ok = s->head_dim == 64 || s->head_dim == 128;
-  auto cuda = UseCuda(options.device, q.dtype, shape_ok, "head_dim: the CUDA kernels take head_dim 64 or 128");
-  if (!cuda.ok()) return cuda.status();
-  if (*cuda) return internal::DecodeCuda(q, k, v, keep, *s);
-  return internal::DecodeCpu(q, k, v, keep, *s);
+  auto backend = SelectDecodeBackend(options.device, q.dtype, s->head_dim);
+  if (!backend.ok()) return backend.status();
+  return (*backend)->Decode(q, k, v, keep, options);
 }
 
 BlockMask DenseMask(int batch, int heads, int blocks, bool causal) {

@@ -36,6 +36,7 @@ absl::StatusOr<AttentionResult> PrefillCuda(const TensorView& q, const TensorVie
 absl::StatusOr<AttentionResult> DecodeCuda(const TensorView& q, const TensorView& k, const TensorView& v,
                                            const KeepIndices* keep, const DecodeShape& s);
 bool CudaDeviceAvailable(std::string* why_not);
+std::string CudaDeviceName();  // the current GPU's name ("cuda" when it cannot be read)
 
 // Runs fn(0 .. count-1) on up to hardware-concurrency threads.
 void ParallelFor(int64_t count, const std::function<void(int64_t)>& fn);

@@ -54,14 +54,14 @@ absl::StatusOr<FloatTensor> Download(const DeviceBuffer& buf, DType dtype, std::
   return out;
 }
 
-std::string DeviceName() {
+}  // namespace
+
+std::string CudaDeviceName() {
   int dev = 0;
   cudaDeviceProp prop{};
   if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return "cuda";
   return prop.name;
 }
-
-}  // namespace
 
 bool CudaDeviceAvailable(std::string* why_not) {
   int count = 0;
@@ -84,6 +84,8 @@ absl::StatusOr<AttentionResult> PrefillCuda(const TensorView& q, const TensorVie
   if (auto st = dk.Upload(k.data, k.nbytes()); !st.ok()) return st;
   if (auto st = dv.Upload(v.data, v.nbytes()); !st.ok()) return st;
   if (auto st = do_.Alloc(q.nbytes()); !st.ok()) return st;
+  // Poisoned (0xFFFF is NaN in fp16 and bf16) so that a row the kernel fails to write shows.
+  CAB_CUDA_RETURN(cudaMemset(do_.ptr, 0xFF, q.nbytes()));
   if (auto st = doff.Upload(mask.row_offsets.data(), mask.row_offsets.size() * sizeof(int64_t)); !st.ok()) return st;
   if (auto st = dcol.Upload(mask.col_indices.data(), mask.col_indices.size() * sizeof(int32_t)); !st.ok()) return st;
   cuda::PrefillArgs a;
@@ -116,7 +118,7 @@ absl::StatusOr<AttentionResult> PrefillCuda(const TensorView& q, const TensorVie
   if (!out.ok()) return out.status();
   AttentionResult res;
   res.out = std::move(*out);
-  res.device = DeviceName();
+  res.device = CudaDeviceName();
   res.kernel_ms = ms;
   return res;
 }
@@ -128,6 +130,7 @@ absl::StatusOr<AttentionResult> DecodeCuda(const TensorView& q, const TensorView
   if (auto st = dk.Upload(k.data, k.nbytes()); !st.ok()) return st;
   if (auto st = dv.Upload(v.data, v.nbytes()); !st.ok()) return st;
   if (auto st = do_.Alloc(q.nbytes()); !st.ok()) return st;
+  CAB_CUDA_RETURN(cudaMemset(do_.ptr, 0xFF, q.nbytes()));  // poisoned, as for prefill
   cuda::DecodeArgs a;
   a.dtype = q.dtype;
   a.q = dq.ptr;
@@ -163,7 +166,7 @@ absl::StatusOr<AttentionResult> DecodeCuda(const TensorView& q, const TensorView
   if (!out.ok()) return out.status();
   AttentionResult res;
   res.out = std::move(*out);
-  res.device = DeviceName();
+  res.device = CudaDeviceName();
   res.kernel_ms = ms;
   return res;
 }

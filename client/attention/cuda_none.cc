@@ -8,6 +8,7 @@ bool CudaDeviceAvailable(std::string* why_not) {
   if (why_not) *why_not = "this build has no CUDA kernels";
   return false;
 }
+std::string CudaDeviceName() { return "none"; }
 absl::StatusOr<AttentionResult> PrefillCuda(const TensorView&, const TensorView&, const TensorView&,
                                             const BlockMask&, const PrefillShape&, bool) {
   return absl::UnimplementedError("built without CUDA");

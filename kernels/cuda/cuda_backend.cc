@@ -14,6 +14,7 @@
 #include "cpu_backend_predict.h"    // kernels/cpu: CheckCoarsePair
 #include "cuda_status.h"
 #include "device_evictor.h"
+#include "predict_batcher.h"
 #include "evict_inputs.h"           // kernels/cpu: ResolveEvictShape, shared validation
 #include "select.h"                 // kernels/cpu: NeedOf
 
@@ -45,8 +46,10 @@ struct Worker {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(std::vector<std::unique_ptr<Worker>> workers, int cpu_threads)
-      : workers_(std::move(workers)), cpu_(MakeCpuBackend({cpu_threads})) {}
+  CudaBackend(std::vector<std::unique_ptr<Worker>> workers, const CudaBackendOptions& o)
+      : workers_(std::move(workers)),
+        cpu_(MakeCpuBackend({o.cpu_threads})),
+        batcher_(o.max_batch, o.max_queue_delay_us, o.max_batch_score_bytes) {}
 
   std::string Name() const override { return "cuda"; }
   std::vector<std::string> Devices() const override {
@@ -72,12 +75,22 @@ class CudaBackend final : public Backend {
     return *best;
   }
 
-  // Copies the head range [h0, h0 + nh) of `q`'s coarsening and the matching kv heads of `k` to the device.
-  absl::StatusOr<PredictorInputs> Upload(Worker& w, const CoarseBlocks& q, const CoarseBlocks& k, Coarsening qc,
-                                         Estimator estimator, int b0, int nb, int h0, int nh);
+  // One request's share of an upload: batches [b0, b0 + nb) and query heads [h0, h0 + nh).
+  struct UploadPart {
+    const CoarseBlocks* q;
+    const CoarseBlocks* k;
+    int b0, nb, h0, nh;
+  };
+  // Copies the parts' query coarsening and the matching kv heads to the device, stacked along the
+  // batch (every part has the same heads, blocks and dim).
+  absl::StatusOr<PredictorInputs> Upload(Worker& w, const std::vector<UploadPart>& parts, Coarsening qc,
+                                         Estimator estimator, bool bf16_exact);
+  // Runs a group of same-key requests as one launch and splits the mask among them.
+  void RunBatch(const std::vector<BatchItem*>& items);
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Backend> cpu_;
+  PredictBatcher batcher_;
 };
 
 class LoadGuard {
@@ -89,39 +102,47 @@ class LoadGuard {
   std::unique_lock<std::mutex> lock_;
 };
 
-absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const CoarseBlocks& q, const CoarseBlocks& k,
-                                                    Coarsening qc, Estimator estimator, int b0, int nb, int h0,
-                                                    int nh) {
-  const int g = q.heads / k.heads;
-  const int kv0 = h0 / g, nkv = (nh + g - 1) / g;
-  const size_t row = static_cast<size_t>(q.blocks) * q.dim;  // floats per head
+absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector<UploadPart>& parts, Coarsening qc,
+                                                    Estimator estimator, bool bf16_exact) {
+  const CoarseBlocks& q0 = *parts.front().q;
+  const int g = q0.heads / parts.front().k->heads;
+  const size_t row = static_cast<size_t>(q0.blocks) * q0.dim;  // floats per head
+  int nb = 0;
+  for (const UploadPart& part : parts) nb += part.nb;
+  const int nh = parts.front().nh, nkv = (nh + g - 1) / g;
   const size_t nq = static_cast<size_t>(nb) * nh * row, nk = static_cast<size_t>(nb) * nkv * row;
   const bool quest = estimator == Estimator::kQuest;
   const size_t total = nq + (quest ? 2 : 1) * nk;
   CAB_RETURN_IF_ERROR(w.staging.Reserve(total * sizeof(float)));
   float* stage = w.staging.as<float>();
-  const std::vector<float>& qsrc = qc == Coarsening::kMaxL2 ? q.maxl2 : q.mean;
-  const std::vector<float>& ksrc = estimator == Estimator::kMean ? k.mean : k.maxl2;
-  auto gather = [&](const std::vector<float>& src, int heads, int first, int count, float* dst) {
-    for (int b = 0; b < nb; ++b) {
-      const float* from = src.data() + (static_cast<size_t>(b0 + b) * heads + first) * row;
-      std::memcpy(dst + static_cast<size_t>(b) * count * row, from, static_cast<size_t>(count) * row * sizeof(float));
+  // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch.
+  auto gather = [&](auto pick, bool query, float* dst) {
+    for (const UploadPart& part : parts) {
+      const CoarseBlocks& c = query ? *part.q : *part.k;
+      const int first = query ? part.h0 : part.h0 / g, count = query ? nh : nkv;
+      const std::vector<float>& src = pick(c);
+      for (int b = 0; b < part.nb; ++b) {
+        const float* from = src.data() + (static_cast<size_t>(part.b0 + b) * c.heads + first) * row;
+        std::memcpy(dst, from, static_cast<size_t>(count) * row * sizeof(float));
+        dst += static_cast<size_t>(count) * row;
+      }
     }
   };
-  gather(qsrc, q.heads, h0, nh, stage);
+  gather([&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; },
+         true, stage);
   PredictorInputs in;
   in.batch = nb;
   in.q_heads = nh;
   in.kv_heads = nkv;
-  in.blocks = q.blocks;
-  in.dim = q.dim;
+  in.blocks = q0.blocks;
+  in.dim = q0.dim;
   CAB_RETURN_IF_ERROR(w.q.Reserve(nq * sizeof(float)));
   CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice,
                                   w.predictor->stream()));
   in.q_rep = w.q.as<float>();
   if (quest) {
-    gather(k.kmin, k.heads, kv0, nkv, stage + nq);
-    gather(k.kmax, k.heads, kv0, nkv, stage + nq + nk);
+    gather([](const CoarseBlocks& c) -> const std::vector<float>& { return c.kmin; }, false, stage + nq);
+    gather([](const CoarseBlocks& c) -> const std::vector<float>& { return c.kmax; }, false, stage + nq + nk);
     CAB_RETURN_IF_ERROR(w.kmin.Reserve(nk * sizeof(float)));
     CAB_RETURN_IF_ERROR(w.kmax.Reserve(nk * sizeof(float)));
     CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice,
@@ -131,14 +152,48 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const CoarseBlock
     in.kmin = w.kmin.as<float>();
     in.kmax = w.kmax.as<float>();
   } else {
-    gather(ksrc, k.heads, kv0, nkv, stage + nq);
+    gather([&](const CoarseBlocks& c) -> const std::vector<float>& {
+             return estimator == Estimator::kMean ? c.mean : c.maxl2;
+           },
+           false, stage + nq);
     CAB_RETURN_IF_ERROR(w.k.Reserve(nk * sizeof(float)));
     CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice,
                                     w.predictor->stream()));
     in.k_feature = w.k.as<float>();
-    in.bf16_exact = AllBf16(stage, nq + nk);
+    in.bf16_exact = bf16_exact;
   }
   return in;
+}
+
+// True when the operands the scores GEMM reads are all exactly bf16 values (see AllBf16).
+bool OperandsBf16(const CoarseBlocks& q, const CoarseBlocks& k, Coarsening qc, Estimator estimator) {
+  if (estimator == Estimator::kQuest) return false;
+  const std::vector<float>& qs = qc == Coarsening::kMaxL2 ? q.maxl2 : q.mean;
+  const std::vector<float>& ks = estimator == Estimator::kMean ? k.mean : k.maxl2;
+  return AllBf16(qs.data(), qs.size()) && AllBf16(ks.data(), ks.size());
+}
+
+// What must agree for two requests to share one launch: head shape and every parameter.
+std::string BatchKey(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p, bool bf16_exact) {
+  struct Key {
+    int q_heads, kv_heads, blocks, dim, estimator, query_coarsening, row_begin, row_end, bf16_exact;
+    float importance_ratio;
+    DeviceMaskParams device;
+  } key{};
+  // Compared as bytes: every field is 4 bytes wide, so there is no padding to hold garbage.
+  static_assert(sizeof(Key) == 10 * 4 + sizeof(DeviceMaskParams) && sizeof(DeviceMaskParams) % 4 == 0);
+  key.q_heads = q.heads;
+  key.kv_heads = k.heads;
+  key.blocks = q.blocks;
+  key.dim = q.dim;
+  key.estimator = static_cast<int>(p.graph.estimator);
+  key.query_coarsening = static_cast<int>(p.query_coarsening);
+  key.row_begin = p.row_begin;
+  key.row_end = p.row_end;
+  key.bf16_exact = bf16_exact;
+  key.importance_ratio = p.importance_ratio;
+  key.device = DeviceMaskParams::From(p);
+  return std::string(reinterpret_cast<const char*>(&key), sizeof(key));
 }
 
 absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
@@ -157,25 +212,61 @@ absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const
   if (p.row_end > m) {
     return absl::InvalidArgumentError(absl::StrCat("row_end: ", p.row_end, " exceeds the number of blocks (", m, ")"));
   }
-  const int row_end = p.row_end < 0 ? m : p.row_end;
+  BatchItem item;
+  item.q = &q;
+  item.k = &k;
+  item.p = &p;
+  const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
+  item.bf16_exact = OperandsBf16(q, k, p.query_coarsening, estimator);
+  item.cost = static_cast<int64_t>(q.batch) * q.heads * m * m * static_cast<int64_t>(sizeof(float));
+  batcher_.Submit(BatchKey(q, k, p, item.bf16_exact), &item, [this](const std::vector<BatchItem*>& items) {
+    RunBatch(items);
+  });
+  return std::move(item.result);
+}
 
+void CudaBackend::RunBatch(const std::vector<BatchItem*>& items) {
+  auto fail = [&](const absl::Status& s) {
+    for (BatchItem* it : items) it->result = s;
+  };
+  const BatchItem& first = *items.front();
+  const MaskParams& p = *first.p;
+  const int m = first.q->blocks;
+  const int row_end = p.row_end < 0 ? m : p.row_end;
   Worker& w = Pick();
   w.load.fetch_add(1);
   LoadGuard guard(w);
-  CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
+  if (auto s = CudaStatus(cudaSetDevice(w.predictor->device()), "cudaSetDevice"); !s.ok()) return fail(s);
   const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
-  auto in = Upload(w, q, k, p.query_coarsening, estimator, 0, q.batch, 0, q.heads);
-  if (!in.ok()) return in.status();
-  CAB_RETURN_IF_ERROR(w.predictor->Enqueue(*in, p, p.row_begin, row_end, false));
-  MaskResult result;
-  CAB_RETURN_IF_ERROR(w.predictor->DownloadMask(&result.mask));
-  result.mask.batch = q.batch;
-  result.mask.heads = q.heads;
+  std::vector<UploadPart> parts;
+  for (const BatchItem* it : items) parts.push_back({it->q, it->k, 0, it->q->batch, 0, it->q->heads});
+  auto in = Upload(w, parts, p.query_coarsening, estimator, first.bf16_exact);
+  if (!in.ok()) return fail(in.status());
+  if (auto s = w.predictor->Enqueue(*in, p, p.row_begin, row_end, false); !s.ok()) return fail(s);
+  BlockMask all;
+  if (auto s = w.predictor->DownloadMask(&all); !s.ok()) return fail(s);
   auto ms = w.predictor->StageMs();
-  if (!ms.ok()) return ms.status();
-  result.graph_seconds = ((*ms)[kScores] + (*ms)[kTopLists] + (*ms)[kGraph]) * 1e-3;
-  result.select_seconds = (*ms)[kSelect] * 1e-3;
-  return result;
+  if (!ms.ok()) return fail(ms.status());
+  // Split the stacked mask: request i owns the rows of its batch * heads heads, in stacking order.
+  const int64_t rows_per_head = all.rows;
+  int64_t row0 = 0;
+  for (BatchItem* it : items) {
+    MaskResult r;
+    r.mask.cols = all.cols;
+    r.mask.row_begin = all.row_begin;
+    r.mask.rows = all.rows;
+    r.mask.batch = it->q->batch;
+    r.mask.heads = it->q->heads;
+    const int64_t nrows = static_cast<int64_t>(it->q->batch) * it->q->heads * rows_per_head;
+    const int64_t base = all.row_offsets[row0];
+    r.mask.row_offsets.resize(nrows + 1);
+    for (int64_t i = 0; i <= nrows; ++i) r.mask.row_offsets[i] = all.row_offsets[row0 + i] - base;
+    r.mask.col_indices.assign(all.col_indices.begin() + base, all.col_indices.begin() + all.row_offsets[row0 + nrows]);
+    row0 += nrows;
+    r.graph_seconds = ((*ms)[kScores] + (*ms)[kTopLists] + (*ms)[kGraph]) * 1e-3;
+    r.select_seconds = (*ms)[kSelect] * 1e-3;
+    it->result = std::move(r);
+  }
 }
 
 absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const EvictParams& p) {
@@ -206,7 +297,8 @@ absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const Coarse
   LoadGuard guard(w);
   CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
   // One query head against its kv head (h / g): a batch of one, one head each.
-  auto in = Upload(w, q, k, query_coarsening, p.estimator, b, 1, h, 1);
+  auto in = Upload(w, {{&q, &k, b, 1, h, 1}}, query_coarsening, p.estimator,
+                   OperandsBf16(q, k, query_coarsening, p.estimator));
   if (!in.ok()) return in.status();
   MaskParams mp;
   mp.graph = p;
@@ -324,8 +416,16 @@ absl::StatusOr<CudaBackendOptions> ParseCudaBackendOptions(const std::string& op
       if (!absl::SimpleAtoi(kv.second, &o.cpu_threads) || o.cpu_threads < 0) {
         return absl::InvalidArgumentError(absl::StrCat("cpu_threads: '", kv.second, "' is not a count"));
       }
+    } else if (kv.first == "max_batch") {
+      if (!absl::SimpleAtoi(kv.second, &o.max_batch) || o.max_batch < 1) {
+        return absl::InvalidArgumentError(absl::StrCat("max_batch: '", kv.second, "' must be a count >= 1"));
+      }
+    } else if (kv.first == "max_queue_delay_us") {
+      if (!absl::SimpleAtoi(kv.second, &o.max_queue_delay_us) || o.max_queue_delay_us < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("max_queue_delay_us: '", kv.second, "' must be >= 0"));
+      }
     }
-    // Other keys (max_batch, max_queue_delay_us, ...) are the server's; accepted and ignored here.
+    // Other keys are accepted and ignored (options meant for other backends).
   }
   return o;
 }
@@ -355,7 +455,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOption
     w->name = absl::StrCat("cuda:", d, " (", prop.name, ")");
     workers.push_back(std::move(w));
   }
-  return std::unique_ptr<Backend>(new CudaBackend(std::move(workers), options.cpu_threads));
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(workers), options));
 }
 
 }  // namespace cab::cuda

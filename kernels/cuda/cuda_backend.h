@@ -1,7 +1,8 @@
 // The CUDA backend: cab::Backend on one or more GPUs. One worker per device (a DevicePredictor with
 // its own stream, cuBLAS handle and reused buffers); each call goes to the least loaded device.
-// Policies that read no scores (random, streaming, dense) and eviction run on the embedded CPU
-// backend: they need no GPU work, and this keeps their answers identical by construction.
+// Mask policies that read no scores (random, streaming, dense), diagnostics and random eviction run
+// on the embedded CPU backend: they need no GPU work, and this keeps their answers identical by
+// construction. Same-shape PredictMask calls that arrive together are batched into one launch.
 #pragma once
 
 #include <memory>
@@ -18,10 +19,15 @@ struct CudaBackendOptions {
   std::vector<int> devices;   // empty: every visible device
   GemmPolicy gemm = GemmPolicy::kAuto;
   int cpu_threads = 2;        // for the delegated ops
+  // PredictMask batching (predict_batcher.h): off unless max_batch > 1 (cab-server passes its
+  // --max_batch and --max_queue_delay_us). A group also stops growing at this many bytes of scores.
+  int max_batch = 1;
+  int64_t max_queue_delay_us = 0;
+  int64_t max_batch_score_bytes = int64_t{4} << 30;
 };
 
-// Parses "devices=0,1;gemm=auto|fp32|tf32|bf16;cpu_threads=N" (unknown keys such as max_batch and
-// max_queue_delay_us are accepted and ignored: this backend does not batch, see docs/cuda-backend.md).
+// Parses "devices=0,1;gemm=auto|fp32|tf32|bf16;cpu_threads=N;max_batch=N;max_queue_delay_us=N"
+// (unknown keys are accepted and ignored: the server may pass options meant for other backends).
 absl::StatusOr<CudaBackendOptions> ParseCudaBackendOptions(const std::string& options);
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOptions& options);

@@ -22,32 +22,35 @@ struct Plugin {
   std::string why;
 };
 
-inline Plugin& GetPlugin() {
-  static Plugin* plugin = [] {
-    auto* p = new Plugin;
-    // CAB_CUDA_PLUGIN overrides the build-tree path (scripts/gpu-run.sh runs a bundled copy).
-    const char* path = std::getenv("CAB_CUDA_PLUGIN") ? std::getenv("CAB_CUDA_PLUGIN") : CAB_CUDA_PLUGIN_PATH;
-    void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      p->why = std::string("cannot load the CUDA plugin: ") + dlerror();
-      return p;
-    }
-    using Create = void* (*)(const char*, char*, size_t);
-    auto create = reinterpret_cast<Create>(dlsym(lib, "cab_backend_create"));
-    if (create == nullptr) {
-      p->why = "plugin has no cab_backend_create";
-      return p;
-    }
-    char error[512] = {0};
-    // fp32 scores: the comparison is against the CPU's fp32 sgemm.
-    void* b = create("gemm=auto", error, sizeof(error));
-    if (b == nullptr) {
-      p->why = std::string("no usable GPU: ") + error;
-      return p;
-    }
-    p->backend.reset(static_cast<Backend*>(b));
+// A backend from the plugin with `options` (cab_backend_create's string); null with the reason.
+inline Plugin LoadPlugin(const char* options) {
+  Plugin p;
+  // CAB_CUDA_PLUGIN overrides the build-tree path (scripts/gpu-run.sh runs a bundled copy).
+  const char* path = std::getenv("CAB_CUDA_PLUGIN") ? std::getenv("CAB_CUDA_PLUGIN") : CAB_CUDA_PLUGIN_PATH;
+  void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    p.why = std::string("cannot load the CUDA plugin: ") + dlerror();
     return p;
-  }();
+  }
+  using Create = void* (*)(const char*, char*, size_t);
+  auto create = reinterpret_cast<Create>(dlsym(lib, "cab_backend_create"));
+  if (create == nullptr) {
+    p.why = "plugin has no cab_backend_create";
+    return p;
+  }
+  char error[512] = {0};
+  void* b = create(options, error, sizeof(error));
+  if (b == nullptr) {
+    p.why = std::string("no usable GPU: ") + error;
+    return p;
+  }
+  p.backend.reset(static_cast<Backend*>(b));
+  return p;
+}
+
+// The shared unbatched backend, loaded once.
+inline Plugin& GetPlugin() {
+  static Plugin* plugin = new Plugin(LoadPlugin("gemm=auto"));
   return *plugin;
 }
 

@@ -17,14 +17,16 @@ BUNDLE=${BUNDLE:-bundle-g}
 prepare() {
   set -e
   cmake -S . -B "$BUILD" -G Ninja >/dev/null
-  ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cab-bench-gpu
+  ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cuda_evict_test cuda_batch_test cab-bench-gpu cab-bench-evict
   local extra=()
   for t in cab-server cab-client; do
     if ninja -C "$BUILD" -j2 "$t"; then extra+=("$BUILD/bin/$t"); else echo "warning: $t did not build; end-to-end part skipped"; fi
   done
   rm -rf "$BUNDLE"
-  ../shared/tools/gpu-bundle.sh "$BUNDLE" "$BUILD/bin/cab-bench-gpu" "$BUILD/tests/cuda/cuda_backend_test" "${extra[@]}" \
-    2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "$BUILD/bin/cab-bench-gpu" "$BUILD/tests/cuda/cuda_backend_test" "${extra[@]}"
+  local bins=("$BUILD/bin/cab-bench-gpu" "$BUILD/bin/cab-bench-evict" "$BUILD/tests/cuda/cuda_backend_test"
+              "$BUILD/tests/cuda/cuda_evict_test" "$BUILD/tests/cuda/cuda_batch_test")
+  ../shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}" \
+    2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
   strip --strip-debug "$BUNDLE"/bin/* "$BUNDLE"/lib/*.so*
   mkdir -p bundle-gz
@@ -54,10 +56,20 @@ remote() {
   local summary=$OUT/summary.md
   { echo "# GPU run $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; } | tee "$summary"
 
-  echo "## cross-backend test" | tee -a "$summary"
-  timeout 150 "$BUNDLE/bin/cuda_backend_test" >"$OUT/test.log" 2>&1
+  for t in cuda_backend_test cuda_evict_test cuda_batch_test; do
+    echo "## cross-backend test $t" | tee -a "$summary"
+    timeout 150 "$BUNDLE/bin/$t" >"$OUT/$t.log" 2>&1
+    echo "exit $?" | tee -a "$summary"
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |differ|Failure|Expected|Which is|actual" "$OUT/$t.log" | head -40 | tee -a "$summary"
+  done
+
+  [ -n "${SKIP_EVICT_BENCH:-}" ] || {
+  echo "## eviction benchmark (Backend::Evict wall time, CUDA vs CPU)" | tee -a "$summary"
+  timeout 150 "$BUNDLE/bin/cab-bench-evict" --out="$OUT/bench-evict.md" >/dev/null 2>"$OUT/bench-evict.err"
   echo "exit $?" | tee -a "$summary"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |rows differ|entries differ|Failure" "$OUT/test.log" | head -40 | tee -a "$summary"
+  cat "$OUT/bench-evict.md" 2>/dev/null | tee -a "$summary"
+  tail -5 "$OUT/bench-evict.err" | tee -a "$summary"
+  }
 
   echo "## kernel benchmark (CUDA events)" | tee -a "$summary"
   timeout 150 "$BUNDLE/bin/cab-bench-gpu" --out="$OUT/bench-cuda.md" >/dev/null 2>"$OUT/bench-cuda.err"

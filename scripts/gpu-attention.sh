@@ -15,10 +15,11 @@ case "$mode" in
   prepare)
     build=${2:-build-a}
     set -e
-    ninja -C "$build" -j2 attention_gpu_test attention_cpu_test attention_bench
+    ninja -C "$build" -j2 attention_gpu_test attention_cpu_test attention_backend_test attention_bench
     rm -rf bundle-attention
     bash ../shared/tools/gpu-bundle.sh bundle-attention "$build/tests/attention/attention_gpu_test" \
-      "$build/tests/attention/attention_cpu_test" "$build/bin/attention_bench"
+      "$build/tests/attention/attention_cpu_test" "$build/tests/attention/attention_backend_test" \
+      "$build/bin/attention_bench"
     strip --strip-debug bundle-attention/bin/* bundle-attention/lib/*  # the carry limit is 64 MiB
     ;;
   remote)
@@ -33,6 +34,9 @@ case "$mode" in
       echo "== GPU tests"
       timeout 180 bundle-attention/bin/attention_gpu_test --gtest_output=xml:"$out/gpu_tests.xml" 2>&1 | tail -40
       echo "gpu tests rc=${PIPESTATUS[0]}"
+      echo "== backend table (every op of every backend against the CPU one)"
+      timeout 120 bundle-attention/bin/attention_backend_test --gtest_output=xml:"$out/backend_tests.xml" 2>&1 | tail -12
+      echo "backend tests rc=${PIPESTATUS[0]}"
       echo "== benchmark"
       timeout 240 bundle-attention/bin/attention_bench --out=/tmp/ab --n="${N:-16384,65536,131072}" \
         --sparsity="${SPARSITY:-0,0.9,0.95,0.99}" --reps="${REPS:-10}"

@@ -273,6 +273,12 @@ absl::Status Prefill(const PrefillArgs& a, void* stream) {
   kp.col_indices = a.col_indices;
   kp.kv_num_blocks = a.kv_num_blocks;
   kp.kv_indices = a.kv_indices;
+  // Head-major puts batch x heads on grid.y (at most 65535); auto falls back where it does not fit.
+  const bool head_major_fits = static_cast<int64_t>(a.batch) * a.q_heads <= 65535;
+  if (a.order == TileOrder::kHeadMajor && !head_major_fits) {
+    return absl::InvalidArgumentError("order: head-major needs batch * q_heads <= 65535");
+  }
+  kp.head_major = a.order == TileOrder::kHeadMajor || (a.order == TileOrder::kAuto && head_major_fits);
   auto s = static_cast<cudaStream_t>(stream);
   const bool wgmma_fits = a.head_dim == 128 && a.block_size == 128;
   const bool want_wgmma = a.kernel == PrefillKernel::kWgmma || a.kernel == PrefillKernel::kWgmmaSerial ||

@@ -19,6 +19,7 @@ struct KernelParams {
   int64_t tokens;
   float scale_log2;  // softmax scale * log2(e)
   bool causal;
+  bool head_major;  // grid (query blocks, batch x heads) instead of (batch x heads, query blocks)
   const int64_t* row_offsets;  // BSR layout, or
   const int32_t* col_indices;
   const int32_t* kv_num_blocks;  // Flex layout

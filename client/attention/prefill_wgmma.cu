@@ -56,6 +56,13 @@ __device__ __forceinline__ void WriteOutput(const float (&o)[kD / 2], float (&l)
   }
 }
 
+// This CTA's (batch x head) index and its position among the query-block CTAs of one head (0 =
+// the heaviest, last query block), in the order KernelParams::head_major asks for.
+__device__ __forceinline__ void TileOf(const KernelParams& p, int& bh, int& row_cta) {
+  bh = static_cast<int>(p.head_major ? blockIdx.y : blockIdx.x);
+  row_cta = static_cast<int>(p.head_major ? blockIdx.x : blockIdx.y);
+}
+
 // kWG warpgroups of 64 query rows each: 2 covers a whole 128-row mask block; 1 takes half of it,
 // with a footprint small enough for two CTAs per SM (one's softmax then overlaps the other's GEMMs).
 template <typename T, int BK, int kWG>
@@ -72,11 +79,12 @@ __global__ void __launch_bounds__(128 * kWG, kWG == 1 ? 2 : 1) WgmmaPrefill(cons
   constexpr int kStage = BK * kD * 2;
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-  const int bh = blockIdx.x;
+  int bh, row_cta;
+  TileOf(p, bh, row_cta);
   const int b = bh / p.q_heads, h = bh % p.q_heads, hk = h / p.group;
   constexpr int kParts = 2 / kWG;  // CTAs per mask block row
-  const int i = p.blocks - 1 - static_cast<int>(blockIdx.y) / kParts;
-  const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ + (blockIdx.y % kParts) * kRows;
+  const int i = p.blocks - 1 - row_cta / kParts;
+  const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ + (row_cta % kParts) * kRows;
   if (q0 >= N) return;  // the second half of a partial last block
   const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
   const int32_t* cols;
@@ -306,9 +314,10 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const Kerne
   unsigned char* sV = sK + kStages * kStage;     // [3 stages][2][BK][64]
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-  const int bh = blockIdx.x;
+  int bh, row_cta;
+  TileOf(p, bh, row_cta);
   const int b = bh / p.q_heads, h = bh % p.q_heads, hk = h / p.group;
-  const int i = p.blocks - 1 - static_cast<int>(blockIdx.y);
+  const int i = p.blocks - 1 - row_cta;
   const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ;
   const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
   const int32_t* cols;
@@ -435,15 +444,17 @@ absl::Status LaunchTyped(const KernelParams& kp, int batch, WgmmaVariant variant
     if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaFuncSetAttribute: ", cudaGetErrorString(e)));
   }
   const unsigned bh = static_cast<unsigned>(batch * kp.q_heads), rows = static_cast<unsigned>(kp.blocks);
+  // grid.x runs fastest: head-major walks one head's query blocks (heaviest first) before the next.
+  auto grid = [&](unsigned row_ctas) { return kp.head_major ? dim3(row_ctas, bh) : dim3(bh, row_ctas); };
   switch (variant) {
     case WgmmaVariant::kPipelined:
-      WgmmaPrefillPipelined<T><<<dim3(bh, rows), kThreads, kPipelinedSmem, stream>>>(kp);
+      WgmmaPrefillPipelined<T><<<grid(rows), kThreads, kPipelinedSmem, stream>>>(kp);
       break;
     case WgmmaVariant::kSerial:
-      WgmmaPrefill<T, kWgmmaBK, 2><<<dim3(bh, rows), kThreads, kSerialSmem, stream>>>(kp);
+      WgmmaPrefill<T, kWgmmaBK, 2><<<grid(rows), kThreads, kSerialSmem, stream>>>(kp);
       break;
     case WgmmaVariant::kHalfBlock:
-      WgmmaPrefill<T, 64, 1><<<dim3(bh, 2 * rows), 128, kHalfSmem, stream>>>(kp);
+      WgmmaPrefill<T, 64, 1><<<grid(2 * rows), 128, kHalfSmem, stream>>>(kp);
       break;
   }
   const cudaError_t err = cudaGetLastError();

@@ -52,6 +52,7 @@ struct PrefillCase {
   bool flex;         // mask in the FlexAttention layout instead of BSR
   bool causal = true;
   cuda::PrefillKernel kernel = cuda::PrefillKernel::kAuto;  // auto: wgmma for d128/b128 on Hopper
+  cuda::TileOrder order = cuda::TileOrder::kAuto;            // auto: head-major
 };
 // Short test names in ctest listings (the default prints the struct's bytes).
 void PrintTo(const PrefillCase& c, std::ostream* os) { *os << c.name; }
@@ -90,6 +91,7 @@ TEST_P(GpuPrefill, MatchesDoubleReference) {
   a.causal = c.causal;
   a.mask_heads = c.q_heads;
   a.kernel = c.kernel;
+  a.order = c.order;
   std::vector<int32_t> num, idx;
   if (c.flex) {
     // Flex layout built here independently of cab::ToFlex: rows padded to max_k with zeros.
@@ -151,7 +153,16 @@ INSTANTIATE_TEST_SUITE_P(
         PrefillCase{"d128_b128_one_block_fp16", DType::kF16, 1, 2, 2, 100, 128, 128, -1, false},
         PrefillCase{"d128_b128_dense_long_bf16", DType::kBF16, 1, 1, 1, 1100, 128, 128, -1, false},
         PrefillCase{"mma_sync_d128_b128_fp16_all", DType::kF16, 1, 2, 1, 512, 128, 128, -1, false, true,
-                    cuda::PrefillKernel::kMmaSync}),
+                    cuda::PrefillKernel::kMmaSync},
+        // The CTA order of round 1 (rows across heads) next to the default head-major one.
+        PrefillCase{"rows_order_pipelined_gqa_batch2_ragged_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmma, cuda::TileOrder::kRowsAcrossHeads},
+        PrefillCase{"rows_order_serial_fp16", DType::kF16, 2, 4, 2, 600, 128, 128, 0.5, true, true,
+                    cuda::PrefillKernel::kWgmmaSerial, cuda::TileOrder::kRowsAcrossHeads},
+        PrefillCase{"head_major_serial_gqa_batch2_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmmaSerial, cuda::TileOrder::kHeadMajor},
+        PrefillCase{"head_major_half_block_fp16", DType::kF16, 2, 4, 1, 500, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmmaHalfBlock, cuda::TileOrder::kHeadMajor}),
     [](const ::testing::TestParamInfo<PrefillCase>& info) { return std::string(info.param.name); });
 
 struct DecodeCase {

@@ -25,6 +25,15 @@ enum class PrefillKernel {
   kWgmmaSerial,  // the same without the overlap, one GEMM at a time (for comparison and tests)
   kWgmmaHalfBlock,  // wgmma, one warpgroup per half mask block, two CTAs per multiprocessor
 };
+// Order in which the wgmma kernels' CTAs (one per (batch, head, query block)) are launched. Both
+// take the heaviest (last, causal) query blocks first; they differ in what runs at the same time.
+enum class TileOrder {
+  kAuto = 0,        // kHeadMajor where it applies (batch * q_heads <= 65535), else kRowsAcrossHeads
+  kRowsAcrossHeads, // one query block of every head, then the next block: co-resident CTAs read
+                    // different heads' K/V
+  kHeadMajor,       // every query block of one head, then the next head: co-resident CTAs share
+                    // one head's K/V, so the key blocks their rows keep in common come from L2
+};
 struct PrefillArgs {
   DType dtype = DType::kBF16;  // kBF16 or kF16; o has the same dtype
   const void* q = nullptr;
@@ -43,6 +52,7 @@ struct PrefillArgs {
   const int32_t* kv_indices = nullptr;
   int max_k = 0;
   PrefillKernel kernel = PrefillKernel::kAuto;
+  TileOrder order = TileOrder::kAuto;  // wgmma kernels only; the mma.sync kernel ignores it
 };
 absl::Status Prefill(const PrefillArgs& args, void* stream);
 

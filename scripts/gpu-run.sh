@@ -75,6 +75,8 @@ remote() {
   timeout 150 "$BUNDLE/bin/cab-bench-gpu" --out="$OUT/bench-cuda.md" >/dev/null 2>"$OUT/bench-cuda.err"
   echo "exit $?" | tee -a "$summary"
   cat "$OUT/bench-cuda.md" "$OUT/bench-cuda.err" 2>/dev/null | tee -a "$summary"
+  echo "## same, CTA-per-row top lists (CAB_CUDA_TOPLISTS=block), 128k" | tee -a "$summary"
+  CAB_CUDA_TOPLISTS=block timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=20 2>&1 | tee -a "$summary"
   if [ -n "${BENCH_EXTRA:-}" ]; then
     timeout 120 "$BUNDLE/bin/cab-bench-gpu" $BENCH_EXTRA 2>&1 | tee -a "$summary"
   fi

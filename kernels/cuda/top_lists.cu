@@ -4,6 +4,8 @@
 // top-K by A: the softmax is monotone within a row.
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <string>
 
 #include "cuda_status.h"
 #include "device_util.cuh"
@@ -137,6 +139,133 @@ __global__ void __launch_bounds__(kRowThreads) TopListKernel(GraphBuffers g, Dev
   if (tid == 0) g.top_count[row] = K;
 }
 
+
+constexpr int kWarpsPerRowBlock = kRowThreads / 32;
+
+// Inverse of OrderKey for finite values (S is finite: inputs are validated).
+__device__ __forceinline__ float FromOrderKey(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// The same row pass with one warp per row (4 rows per CTA): only __syncwarp between the steps, and
+// the picks are compacted in j order with ballots instead of shared atomics. Lists longer than
+// kRankSortMax and rows that do not fit shared memory use TopListKernel.
+// dynamic shared memory per warp: keys u32 [key_stride], cand u64 [cand_capacity], hist int [256]
+__global__ void __launch_bounds__(kRowThreads) WarpTopListKernel(GraphBuffers g, DeviceMaskParams p, bool graph_only,
+                                                                int cand_capacity, int key_stride) {
+  extern __shared__ uint64_t smem64[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  uint64_t* cand = smem64 + static_cast<size_t>(warp) * cand_capacity;
+  int* hist = reinterpret_cast<int*>(smem64 + static_cast<size_t>(kWarpsPerRowBlock) * cand_capacity) + warp * 256;
+  uint32_t* keys = reinterpret_cast<uint32_t*>(reinterpret_cast<int*>(smem64 + static_cast<size_t>(kWarpsPerRowBlock) *
+                                                                              cand_capacity) +
+                                               kWarpsPerRowBlock * 256) +
+                   static_cast<size_t>(warp) * key_stride;
+
+  const int M = g.blocks, i = blockIdx.x * kWarpsPerRowBlock + warp;
+  if (i >= M) return;  // whole warp: no block-wide barrier follows
+  const int64_t row = static_cast<int64_t>(blockIdx.y) * M + i;
+  const int L = CandidateCount(p, M, i);
+  const int K = RowTopCount(p, M, i, graph_only);
+  const float* s = g.scores + row * M;
+  const unsigned full = 0xffffffffu;
+
+  float mx = -__int_as_float(0x7f800000);
+  for (int j = lane; j < L; j += 32) {
+    const float v = s[j];
+    keys[j] = OrderKey(v);
+    mx = v > mx ? v : mx;
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float o = __shfl_xor_sync(full, mx, off);
+    mx = o > mx ? o : mx;
+  }
+  __syncwarp();
+  double sum = 0;
+  for (int j = lane; j < L; j += 32) sum += static_cast<double>(expf(FromOrderKey(keys[j]) - mx));
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(full, sum, off);
+  if (lane == 0) {
+    g.row_max[row] = mx;
+    g.row_inv[row] = static_cast<float>(1.0 / sum);
+  }
+
+  // Radix select of the K-th largest key, 8 bits a pass; lane l owns bins 255-8l .. 248-8l.
+  uint32_t prefix = 0, pmask = 0;
+  int rem = K;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = lane; b < 256; b += 32) hist[b] = 0;
+    __syncwarp();
+    for (int j = lane; j < L; j += 32) {
+      const uint32_t k = keys[j];
+      if ((k & pmask) == prefix) atomicAdd(&hist[(k >> shift) & 255], 1);
+    }
+    __syncwarp();
+    int c = 0;
+    for (int b = 0; b < 8; ++b) c += hist[255 - 8 * lane - b];
+    int inc = c;
+    for (int off = 1; off < 32; off <<= 1) {
+      const int o = __shfl_up_sync(full, inc, off);
+      if (lane >= off) inc += o;
+    }
+    const int exc = inc - c;
+    int digit = 0, above = 0;
+    const bool mine = exc < rem && rem <= inc;
+    if (mine) {
+      int cum = exc;
+      for (int b = 0; b < 8; ++b) {
+        const int bin = 255 - 8 * lane - b;
+        if (cum + hist[bin] >= rem) {
+          digit = bin;
+          above = cum;
+          break;
+        }
+        cum += hist[bin];
+      }
+    }
+    const int src = __ffs(__ballot_sync(full, mine)) - 1;
+    digit = __shfl_sync(full, digit, src);
+    above = __shfl_sync(full, above, src);
+    prefix |= static_cast<uint32_t>(digit) << shift;
+    pmask |= 255u << shift;
+    rem -= above;
+    __syncwarp();
+  }
+  const uint32_t threshold = prefix;
+
+  // Keys above the threshold, and the first `rem` keys equal to it in j order (exact ties).
+  int slot = 0, ties = 0;
+  const unsigned lower = (1u << lane) - 1;
+  for (int base = 0; base < L; base += 32) {
+    const int j = base + lane;
+    const uint32_t k = j < L ? keys[j] : 0u;
+    const bool tie = j < L && k == threshold;
+    const unsigned tie_mask = __ballot_sync(full, tie);
+    const bool take = (j < L && k > threshold) || (tie && ties + __popc(tie_mask & lower) < rem);
+    const unsigned take_mask = __ballot_sync(full, take);
+    if (take) cand[slot + __popc(take_mask & lower)] = (static_cast<uint64_t>(~k) << 32) | static_cast<uint32_t>(j);
+    slot += __popc(take_mask);
+    ties += __popc(tie_mask);
+  }
+  __syncwarp();
+  int32_t* out = g.top + row * g.top_stride;
+  for (int t = lane; t < K; t += 32) {  // keys are distinct: rank = number of smaller keys
+    const uint64_t mine_key = cand[t];
+    int rank = 0;
+    for (int u = 0; u < K; ++u) rank += cand[u] < mine_key;
+    out[rank] = static_cast<int32_t>(mine_key & 0xffffffffu);
+  }
+  if (lane == 0) g.top_count[row] = K;
+}
+
+// CAB_CUDA_TOPLISTS=block forces the CTA-per-row kernel (for benchmarks comparing the two).
+bool UseWarpTopLists() {
+  static const bool warp = [] {
+    const char* e = std::getenv("CAB_CUDA_TOPLISTS");
+    return e == nullptr || std::string(e) != "block";
+  }();
+  return warp;
+}
+
 }  // namespace
 
 int TopCapacity(const DeviceMaskParams& p, int blocks) {
@@ -157,6 +286,21 @@ int TopCapacity(const DeviceMaskParams& p, int blocks) {
 
 absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, cudaStream_t stream) {
   const int capacity = NextPow2(g.top_stride);
+  {
+    const int key_stride = (g.blocks + 1) & ~1;  // keeps every warp's keys 8-byte aligned
+    const size_t warp_smem = kWarpsPerRowBlock * (static_cast<size_t>(g.top_stride) * sizeof(uint64_t) + 256 * sizeof(int) +
+                                                  static_cast<size_t>(key_stride) * sizeof(uint32_t));
+    if (UseWarpTopLists() && g.top_stride <= kRankSortMax && warp_smem <= 100 * 1024) {
+      if (warp_smem > 48 * 1024) {
+        CAB_CUDA_RETURN(cudaFuncSetAttribute(WarpTopListKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(warp_smem)));
+      }
+      dim3 grid((g.blocks + kWarpsPerRowBlock - 1) / kWarpsPerRowBlock, g.heads);
+      WarpTopListKernel<<<grid, kRowThreads, warp_smem, stream>>>(g, p, graph_only, g.top_stride, key_stride);
+      CAB_CUDA_LAUNCHED("top lists (warp per row)");
+      return absl::OkStatus();
+    }
+  }
   const size_t smem = static_cast<size_t>(capacity) * sizeof(uint64_t) + static_cast<size_t>(g.blocks) * sizeof(uint32_t);
   if (smem > 48 * 1024) {
     CAB_CUDA_RETURN(cudaFuncSetAttribute(TopListKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

@@ -282,7 +282,7 @@ absl::Status Prefill(const PrefillArgs& a, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   const bool wgmma_fits = a.head_dim == 128 && a.block_size == 128;
   const bool want_wgmma = a.kernel == PrefillKernel::kWgmma || a.kernel == PrefillKernel::kWgmmaSerial ||
-                          a.kernel == PrefillKernel::kWgmmaHalfBlock;
+                          a.kernel == PrefillKernel::kWgmmaHalfBlock || a.kernel == PrefillKernel::kWgmmaExactExp;
   if (want_wgmma && !(wgmma_fits && detail::WgmmaAvailable())) {
     return absl::InvalidArgumentError("kernel: wgmma needs a compute capability 9.0 GPU, head_dim 128 and block_size 128");
   }
@@ -290,6 +290,7 @@ absl::Status Prefill(const PrefillArgs& a, void* stream) {
     detail::WgmmaVariant v = detail::WgmmaVariant::kPipelined;
     if (a.kernel == PrefillKernel::kWgmmaSerial) v = detail::WgmmaVariant::kSerial;
     if (a.kernel == PrefillKernel::kWgmmaHalfBlock) v = detail::WgmmaVariant::kHalfBlock;
+    if (a.kernel == PrefillKernel::kWgmmaExactExp) v = detail::WgmmaVariant::kPipelinedExactExp;
     return detail::LaunchWgmma(kp, a.dtype, a.batch, v, s);
   }
   if (a.dtype == DType::kBF16) return LaunchTyped<__nv_bfloat16>(kp, a.batch, a.head_dim, a.block_size, s);

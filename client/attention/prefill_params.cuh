@@ -30,6 +30,7 @@ struct KernelParams {
 bool WgmmaAvailable();
 enum class WgmmaVariant {
   kPipelined,  // 2 warpgroups x 64 rows; next block's S overlapped with this block's P V (3 stages)
+  kPipelinedExactExp,  // the same with exp2f's denormal path in the softmax (for comparison)
   kSerial,     // 2 warpgroups x 64 rows, one GEMM at a time (2 stages of 128 keys)
   kHalfBlock,  // 1 warpgroup x 64 rows per CTA, 64-key tiles: two CTAs share an SM
 };

@@ -231,6 +231,8 @@ __global__ void __launch_bounds__(128 * kWG, kWG == 1 ? 2 : 1) WgmmaPrefill(cons
 // next kept block and O += P V for the current one back to back, and computes the next softmax
 // while P V still runs; the rescale of O waits for P V. K/V go through 3 shared-memory stages so
 // that the loads of block t + 2 overlap both GEMMs. 224 KB of shared memory: one CTA per SM.
+// The softmax's exponential is one ex2.approx.ftz instruction (exp2f adds three for denormals);
+// kExactExp keeps exp2f, for comparison.
 
 template <int BK>
 __device__ __forceinline__ void MaskScores(float (&s)[BK / 2], int64_t k0, int64_t row0, int64_t n, bool causal,
@@ -248,8 +250,9 @@ __device__ __forceinline__ void MaskScores(float (&s)[BK / 2], int64_t k0, int64
 }
 
 // Online-softmax step on a score tile: updates m and l, turns s into unnormalised probabilities
-// and returns the factor the running output must be scaled by (per row pair).
-template <int BK>
+// and returns the factor the running output must be scaled by (per row pair). kExactExp: exp2f
+// instead of the one-instruction flush-to-zero exponential (dev::SoftmaxExp2).
+template <int BK, bool kExactExp>
 __device__ __forceinline__ void SoftmaxStep(float (&s)[BK / 2], float (&m)[2], float (&l)[2], float (&alpha)[2],
                                             float scale_log2) {
 #pragma unroll
@@ -261,13 +264,13 @@ __device__ __forceinline__ void SoftmaxStep(float (&s)[BK / 2], float (&m)[2], f
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
     const float m_new = fmaxf(m[r], mx * scale_log2);
     const float m_use = m_new == -INFINITY ? 0.f : m_new;
-    alpha[r] = exp2f(m[r] - m_use);
+    alpha[r] = dev::SoftmaxExp2<kExactExp>(m[r] - m_use);
     m[r] = m_new;
     float sum = 0.f;
 #pragma unroll
     for (int j = 0; j < BK / 8; ++j) {
-      s[j * 4 + 2 * r] = exp2f(s[j * 4 + 2 * r] * scale_log2 - m_use);
-      s[j * 4 + 2 * r + 1] = exp2f(s[j * 4 + 2 * r + 1] * scale_log2 - m_use);
+      s[j * 4 + 2 * r] = dev::SoftmaxExp2<kExactExp>(s[j * 4 + 2 * r] * scale_log2 - m_use);
+      s[j * 4 + 2 * r + 1] = dev::SoftmaxExp2<kExactExp>(s[j * 4 + 2 * r + 1] * scale_log2 - m_use);
       sum += s[j * 4 + 2 * r] + s[j * 4 + 2 * r + 1];
     }
     l[r] = l[r] * alpha[r] + sum;
@@ -303,7 +306,7 @@ __device__ __forceinline__ void IssuePV(float (&o)[kD / 2], const uint32_t (&pa)
   for (int kk = 0; kk < BK / 16; ++kk) dev::WgmmaRS<T, kD>::Run(o, pa[kk], dev::SmemDesc128B(tv + kk * 2048, BK * 128, 1024));
 }
 
-template <typename T>
+template <typename T, bool kExactExp>
 __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const KernelParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int BK = 128, kStages = 3, kStage = BK * kD * 2;
@@ -379,7 +382,7 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const Kerne
     dev::WgmmaWait0();
     dev::FenceRegs(s);
     MaskScores<BK>(s, key_start(0), row0, N, p.causal, wg_first, lane);
-    SoftmaxStep<BK>(s, m, l, alpha, p.scale_log2);  // o is zero: nothing to rescale
+    SoftmaxStep<BK, kExactExp>(s, m, l, alpha, p.scale_log2);  // o is zero: nothing to rescale
     PackP<T, BK>(s, pa);
   }
   // Steady state, peeled so that every wgmma group is committed unconditionally (ptxas tracks the
@@ -398,7 +401,7 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const Kerne
     dev::WgmmaWait<1>();  // the scores are done; P V may still run
     dev::FenceRegs(s);
     MaskScores<BK>(s, key_start(t + 1), row0, N, p.causal, wg_first, lane);
-    SoftmaxStep<BK>(s, m, l, alpha, p.scale_log2);
+    SoftmaxStep<BK, kExactExp>(s, m, l, alpha, p.scale_log2);
     dev::WgmmaWait0();
     dev::FenceRegs(o);
 #pragma unroll
@@ -436,9 +439,10 @@ constexpr int kHalfSmem = 1024 + 64 * kD * 2 + 4 * 64 * kD * 2;  // one warpgrou
 
 template <typename T>
 absl::Status LaunchTyped(const KernelParams& kp, int batch, WgmmaVariant variant, cudaStream_t stream) {
-  static const cudaError_t attrs[3] = {
+  static const cudaError_t attrs[4] = {
       cudaFuncSetAttribute(WgmmaPrefill<T, kWgmmaBK, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSerialSmem),
-      cudaFuncSetAttribute(WgmmaPrefillPipelined<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipelinedSmem),
+      cudaFuncSetAttribute(WgmmaPrefillPipelined<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipelinedSmem),
+      cudaFuncSetAttribute(WgmmaPrefillPipelined<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kPipelinedSmem),
       cudaFuncSetAttribute(WgmmaPrefill<T, 64, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kHalfSmem)};
   for (cudaError_t e : attrs) {
     if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaFuncSetAttribute: ", cudaGetErrorString(e)));
@@ -448,7 +452,10 @@ absl::Status LaunchTyped(const KernelParams& kp, int batch, WgmmaVariant variant
   auto grid = [&](unsigned row_ctas) { return kp.head_major ? dim3(row_ctas, bh) : dim3(bh, row_ctas); };
   switch (variant) {
     case WgmmaVariant::kPipelined:
-      WgmmaPrefillPipelined<T><<<grid(rows), kThreads, kPipelinedSmem, stream>>>(kp);
+      WgmmaPrefillPipelined<T, false><<<grid(rows), kThreads, kPipelinedSmem, stream>>>(kp);
+      break;
+    case WgmmaVariant::kPipelinedExactExp:
+      WgmmaPrefillPipelined<T, true><<<grid(rows), kThreads, kPipelinedSmem, stream>>>(kp);
       break;
     case WgmmaVariant::kSerial:
       WgmmaPrefill<T, kWgmmaBK, 2><<<grid(rows), kThreads, kSerialSmem, stream>>>(kp);

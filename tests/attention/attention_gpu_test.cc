@@ -161,6 +161,11 @@ INSTANTIATE_TEST_SUITE_P(
                     cuda::PrefillKernel::kWgmmaSerial, cuda::TileOrder::kRowsAcrossHeads},
         PrefillCase{"head_major_serial_gqa_batch2_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
                     cuda::PrefillKernel::kWgmmaSerial, cuda::TileOrder::kHeadMajor},
+        // The default kernel's exp2f twin (the default uses ex2.approx.ftz in the softmax).
+        PrefillCase{"exact_exp_pipelined_gqa_batch2_ragged_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmmaExactExp},
+        PrefillCase{"exact_exp_pipelined_dense_fp16", DType::kF16, 1, 2, 2, 640, 128, 128, -1, true, true,
+                    cuda::PrefillKernel::kWgmmaExactExp},
         PrefillCase{"head_major_half_block_fp16", DType::kF16, 2, 4, 1, 500, 128, 128, 0.5, false, true,
                     cuda::PrefillKernel::kWgmmaHalfBlock, cuda::TileOrder::kHeadMajor}),
     [](const ::testing::TestParamInfo<PrefillCase>& info) { return std::string(info.param.name); });

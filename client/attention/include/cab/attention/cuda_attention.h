@@ -24,6 +24,7 @@ enum class PrefillKernel {
   kWgmma,     // Hopper warpgroup MMA, softmax overlapped with the next GEMMs (an error where it does not apply)
   kWgmmaSerial,  // the same without the overlap, one GEMM at a time (for comparison and tests)
   kWgmmaHalfBlock,  // wgmma, one warpgroup per half mask block, two CTAs per multiprocessor
+  kWgmmaExactExp,   // kWgmma with exp2f (denormal-exact) in the softmax instead of ex2.approx.ftz
 };
 // Order in which the wgmma kernels' CTAs (one per (batch, head, query block)) are launched. Both
 // take the heaviest (last, causal) query blocks first; they differ in what runs at the same time.

@@ -1,6 +1,7 @@
 // cab-server: the CAB mask-prediction service. See docs/server.md for flags, limits and metrics.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -171,12 +172,21 @@ int Main(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  Log(sig == SIGTERM ? "SIGTERM" : "SIGINT", ": draining (grace ", o.drain_grace_s, " s)");
+  const auto drain_deadline = std::chrono::system_clock::now() +
+                              std::chrono::milliseconds(static_cast<int64_t>(o.drain_grace_s * 1000));
+  const double lame_duck_s = std::min(o.drain_lame_duck_s, o.drain_grace_s);
+  Log(sig == SIGTERM ? "SIGTERM" : "SIGINT", ": draining (lame duck ", lame_duck_s, " s, grace ", o.drain_grace_s,
+      " s)");
+  // Lame duck: the listener stays open, new cab.v1 calls are answered UNAVAILABLE (which clients
+  // retry elsewhere), health is NOT_SERVING (pushed to Watch subscribers, so health-checking
+  // clients stop picking this server) and in-flight work goes on. Only then Shutdown: gRPC cancels
+  // every call that reaches the server after Shutdown starts (RST_STREAM CANCEL, which clients do
+  // not retry), so no client should still be sending by then.
   state.draining = true;
   health->SetServingStatus(false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(lame_duck_s * 1000)));
   // Refuses new calls, lets in-flight ones finish, cancels what is left at the deadline.
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(o.drain_grace_s * 1000)));
+  server->Shutdown(drain_deadline);
   server->Wait();
   // A task cancelled by the deadline still finishes its current stage and answers through the
   // server: wait for it before the server goes away.

@@ -32,6 +32,8 @@ ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA for client certificates (mutua
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding a bearer token; clients must send 'authorization: Bearer <token>'");
 ABSL_FLAG(double, drain_grace_s, 10, "seconds in-flight work gets to finish after SIGTERM/SIGINT");
+ABSL_FLAG(double, drain_lame_duck_s, 1,
+          "after SIGTERM/SIGINT: seconds of NOT_SERVING + UNAVAILABLE before the listener closes (part of the grace)");
 ABSL_FLAG(int32_t, max_batch, 8, "CUDA backend: max requests batched into one launch");
 ABSL_FLAG(int32_t, max_queue_delay_us, 200, "CUDA backend: max wait for a batch to fill, microseconds");
 
@@ -42,7 +44,7 @@ const std::vector<std::string>& FlagNames() {
       "listen", "metrics_listen", "port_file", "backend", "plugin_dir", "threads", "max_queue",
       "max_tokens", "max_heads", "max_head_dim", "max_blocks", "max_message_bytes", "max_sessions",
       "max_session_bytes", "max_total_bytes", "session_idle_timeout_s", "tls_cert", "tls_key",
-      "tls_client_ca", "auth_token_file", "drain_grace_s", "max_batch", "max_queue_delay_us"};
+      "tls_client_ca", "auth_token_file", "drain_grace_s", "drain_lame_duck_s", "max_batch", "max_queue_delay_us"};
   return names;
 }
 
@@ -85,6 +87,7 @@ absl::StatusOr<ServerOptions> ReadOptions() {
   o.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.drain_grace_s = absl::GetFlag(FLAGS_drain_grace_s);
+  o.drain_lame_duck_s = absl::GetFlag(FLAGS_drain_lame_duck_s);
   o.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   if (auto s = ValidateOptions(o); !s.ok()) return s;
@@ -123,6 +126,7 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return bad("tls_client_ca", o.tls_client_ca, "mutual TLS needs --tls_cert and --tls_key");
   }
   if (!(o.drain_grace_s >= 0)) return bad("drain_grace_s", o.drain_grace_s, "must be >= 0");
+  if (!(o.drain_lame_duck_s >= 0)) return bad("drain_lame_duck_s", o.drain_lame_duck_s, "must be >= 0");
   if (o.max_batch < 1) return bad("max_batch", o.max_batch, "must be >= 1");
   if (o.max_queue_delay_us < 0) return bad("max_queue_delay_us", o.max_queue_delay_us, "must be >= 0");
   return absl::OkStatus();

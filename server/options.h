@@ -36,6 +36,11 @@ struct ServerOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   std::string auth_token_file;
   double drain_grace_s = 10;
+  // After SIGTERM/SIGINT and before grpc::Server::Shutdown: health NOT_SERVING and new cab.v1 calls
+  // answered UNAVAILABLE (retryable) while clients move away. Shutdown itself cancels calls that
+  // reach the server after it starts (gRPC kills them as CANCELLED); the lame duck keeps clients
+  // that watch health away from that window. Counted inside drain_grace_s.
+  double drain_lame_duck_s = 1;
   int max_batch = 8;                   // passed to the CUDA plugin (it batches heads/requests)
   int max_queue_delay_us = 200;        // likewise
 };

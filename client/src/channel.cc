@@ -76,6 +76,7 @@ absl::StatusOr<std::string> ResolveTarget(const std::string& target) {
 
 std::string ServiceConfigJson(const ClientOptions& o) {
   std::string json = absl::StrCat(R"({"loadBalancingConfig":[{")", o.load_balancing_policy, R"(":{}}])");
+  if (o.health_check) absl::StrAppend(&json, R"(,"healthCheckConfig":{"serviceName":"cab.v1.MaskPredictor"})");
   if (o.max_attempts > 1) {
     absl::StrAppend(&json, R"(,"methodConfig":[{"name":[)",
                     R"({"service":"cab.v1.MaskPredictor","method":"Predict"},)",

@@ -102,11 +102,14 @@ TEST(ServiceConfig, RetriesOnlyTheIdempotentUnaryCalls) {
   const auto& retry = mc.fields.at("retryPolicy");
   EXPECT_EQ(retry.fields.at("maxAttempts").text, "4");
   EXPECT_EQ(retry.fields.at("retryableStatusCodes").items.at(0).text, "UNAVAILABLE");
+  EXPECT_EQ(json->fields.at("healthCheckConfig").fields.at("serviceName").text, "cab.v1.MaskPredictor");
   o.max_attempts = 1;
+  o.health_check = false;
   o.load_balancing_policy = "pick_first";
   auto no_retry = client_internal::ParseJson(client_internal::ServiceConfigJson(o));
   ASSERT_TRUE(no_retry.ok());
   EXPECT_EQ(no_retry->fields.count("methodConfig"), 0u);
+  EXPECT_EQ(no_retry->fields.count("healthCheckConfig"), 0u);
 }
 
 TEST(MaskFormat, NamesRoundTrip) {

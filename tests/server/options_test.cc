@@ -34,6 +34,7 @@ TEST_F(OptionsTest, DefaultsMatchTheContract) {
   EXPECT_EQ(o->metrics_listen, "127.0.0.1:9464");
   EXPECT_EQ(o->backend, "auto");
   EXPECT_EQ(o->drain_grace_s, 10);
+  EXPECT_EQ(o->drain_lame_duck_s, 1);
 }
 
 TEST_F(OptionsTest, EveryFlagHasAnEnvironmentVariable) {
@@ -87,6 +88,7 @@ TEST_F(OptionsTest, ValidationNamesTheFlag) {
       {[](auto* o) { o->tls_cert = "cert.pem"; }, "--tls_cert"},
       {[](auto* o) { o->tls_client_ca = "ca.pem"; }, "--tls_client_ca"},
       {[](auto* o) { o->drain_grace_s = -1; }, "--drain_grace_s"},
+      {[](auto* o) { o->drain_lame_duck_s = -0.5; }, "--drain_lame_duck_s"},
       {[](auto* o) { o->max_batch = 0; }, "--max_batch"},
   };
   for (const Case& c : cases) {

@@ -27,6 +27,11 @@ struct ClientOptions {
   std::string bearer_token;       // sent as `authorization: Bearer <token>` on every call
   // "round_robin" spreads calls over every resolved address; "pick_first" sticks to one.
   std::string load_balancing_policy = "round_robin";
+  // Client-side health checking (gRPC's healthCheckConfig; acted on by round_robin only): the
+  // channel watches grpc.health.v1 "cab.v1.MaskPredictor" on every address and stops sending to
+  // one that reports NOT_SERVING, such as a replica draining after SIGTERM, before it closes its
+  // listener. Servers without the health service count as healthy.
+  bool health_check = true;
   // Keepalive pings (0: off). Servers refuse pings more often than their policy allows.
   int keepalive_time_ms = 0;
   int keepalive_timeout_ms = 20000;

@@ -68,7 +68,7 @@ remote() {
   timeout 150 "$BUNDLE/bin/cab-bench-evict" --out="$OUT/bench-evict.md" >/dev/null 2>"$OUT/bench-evict.err"
   echo "exit $?" | tee -a "$summary"
   cat "$OUT/bench-evict.md" 2>/dev/null | tee -a "$summary"
-  tail -5 "$OUT/bench-evict.err" | tee -a "$summary"
+  grep -v '^|' "$OUT/bench-evict.err" | tail -5 | tee -a "$summary"  # errors only: rows are in the table
   }
 
   echo "## kernel benchmark (CUDA events)" | tee -a "$summary"

@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(kRowThreads) TopListKernel(GraphBuffers g, Dev
 
 
 constexpr int kWarpsPerRowBlock = kRowThreads / 32;
+constexpr int kWarpTopListMaxBlocks = 1024;  // above this the CTA-per-row kernel is faster (measured)
 
 // Inverse of OrderKey for finite values (S is finite: inputs are validated).
 __device__ __forceinline__ float FromOrderKey(uint32_t k) {
@@ -149,7 +150,7 @@ __device__ __forceinline__ float FromOrderKey(uint32_t k) {
 
 // The same row pass with one warp per row (4 rows per CTA): only __syncwarp between the steps, and
 // the picks are compacted in j order with ballots instead of shared atomics. Lists longer than
-// kRankSortMax and rows that do not fit shared memory use TopListKernel.
+// kRankSortMax, rows that do not fit shared memory and M > kWarpTopListMaxBlocks use TopListKernel.
 // dynamic shared memory per warp: keys u32 [key_stride], cand u64 [cand_capacity], hist int [256]
 __global__ void __launch_bounds__(kRowThreads) WarpTopListKernel(GraphBuffers g, DeviceMaskParams p, bool graph_only,
                                                                 int cand_capacity, int key_stride) {
@@ -257,7 +258,7 @@ __global__ void __launch_bounds__(kRowThreads) WarpTopListKernel(GraphBuffers g,
   if (lane == 0) g.top_count[row] = K;
 }
 
-// CAB_CUDA_TOPLISTS=block forces the CTA-per-row kernel (for benchmarks comparing the two).
+// CAB_CUDA_TOPLISTS=block forces the CTA-per-row kernel everywhere (for benchmarks comparing the two).
 bool UseWarpTopLists() {
   static const bool warp = [] {
     const char* e = std::getenv("CAB_CUDA_TOPLISTS");
@@ -290,7 +291,11 @@ absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bo
     const int key_stride = (g.blocks + 1) & ~1;  // keeps every warp's keys 8-byte aligned
     const size_t warp_smem = kWarpsPerRowBlock * (static_cast<size_t>(g.top_stride) * sizeof(uint64_t) + 256 * sizeof(int) +
                                                   static_cast<size_t>(key_stride) * sizeof(uint32_t));
-    if (UseWarpTopLists() && g.top_stride <= kRankSortMax && warp_smem <= 100 * 1024) {
+    // Measured on an H100 (notes/gpu-runs.md run 6): the warp kernel takes 0.123 ms where the CTA
+    // kernel takes 0.191 at M = 1024 (32 heads), but 0.531 vs 0.497 at M = 2048, where 64 keys per
+    // lane and 40 KiB of shared memory per CTA cost more than the barriers it saves.
+    if (UseWarpTopLists() && g.blocks <= kWarpTopListMaxBlocks && g.top_stride <= kRankSortMax &&
+        warp_smem <= 100 * 1024) {
       if (warp_smem > 48 * 1024) {
         CAB_CUDA_RETURN(cudaFuncSetAttribute(WarpTopListKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(warp_smem)));

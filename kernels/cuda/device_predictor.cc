@@ -1,5 +1,7 @@
 #include "device_predictor.h"
 
+#include <cstdlib>
+
 #include "cuda_status.h"
 
 namespace cab::cuda {
@@ -103,7 +105,9 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   graph_.degree = degree_.as<int32_t>();
 
   CAB_CUDA_RETURN(cudaEventRecord(events_[0], stream_));
-  CAB_RETURN_IF_ERROR(LaunchScores(cublas_, sa, stream_));
+  // CAB_CUDA_FULL_SCORES=1 computes all of S in one GEMM (for benchmarks comparing the two).
+  static const bool full_scores = std::getenv("CAB_CUDA_FULL_SCORES") != nullptr;
+  CAB_RETURN_IF_ERROR(LaunchScores(cublas_, sa, stream_, full_scores ? nullptr : &causal_scores_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
   CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, stream_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[2], stream_));

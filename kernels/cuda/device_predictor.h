@@ -78,6 +78,7 @@ class DevicePredictor {
   std::array<cudaEvent_t, kStageCount + 1> events_{};
   DeviceBuffer scores_, top_, top_count_, row_max_, row_inv_, adj_, degree_, keep_, q16_, k16_, curvature_;
   PinnedBuffer keep_host_;
+  CausalScorePlan causal_scores_;
   GraphBuffers graph_;
   int rows_ = 0, row_begin_ = 0;
 };

@@ -49,7 +49,55 @@ __global__ void QuestKernel(ScoreArgs a, float scale) {
 
 }  // namespace
 
-absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream) {
+absl::StatusOr<bool> CausalScorePlan::Launch(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream) {
+  const int M = a.blocks, D = a.dim, g = a.q_heads / a.kv_heads;
+  if (a.quest || !a.causal || M < kMinBlocks || M % 4 != 0) return false;  // M % 4: 16-byte aligned bands
+  const bool bf16 = a.mode == GemmMode::kBf16;
+  const size_t elem = bf16 ? 2 : 4;
+  const char* kbase = static_cast<const char*>(bf16 ? static_cast<const void*>(a.k16) : static_cast<const void*>(a.k));
+  const char* qbase = static_cast<const char*>(bf16 ? static_cast<const void*>(a.q16) : static_cast<const void*>(a.q));
+  const int heads = a.batch * a.q_heads;
+  const std::vector<const void*> key = {kbase, qbase, a.scores, reinterpret_cast<const void*>(static_cast<intptr_t>(heads)),
+                                        reinterpret_cast<const void*>(static_cast<intptr_t>(a.q_heads)),
+                                        reinterpret_cast<const void*>(static_cast<intptr_t>(g)),
+                                        reinterpret_cast<const void*>(static_cast<intptr_t>(M)),
+                                        reinterpret_cast<const void*>(static_cast<intptr_t>(D)),
+                                        reinterpret_cast<const void*>(static_cast<intptr_t>(elem))};
+  const size_t per_band = 3 * static_cast<size_t>(heads);
+  if (key != key_) {  // rebuild (synchronous copy: only when buffers grew or the shape changed)
+    CAB_CUDA_RETURN(cudaStreamSynchronize(stream));  // earlier GEMMs on the stream may still read the old array
+    host_.assign(kCausalBands * per_band, nullptr);
+    for (int p = 0; p < kCausalBands; ++p) {
+      const int64_t r0 = static_cast<int64_t>(M) * p / kCausalBands;
+      for (int bh = 0; bh < heads; ++bh) {
+        const int64_t kvh = static_cast<int64_t>(bh / a.q_heads) * a.kv_heads + (bh % a.q_heads) / g;
+        host_[p * per_band + bh] = kbase + kvh * M * D * elem;
+        host_[p * per_band + heads + bh] = qbase + (static_cast<int64_t>(bh) * M + r0) * D * elem;
+        host_[p * per_band + 2 * heads + bh] = a.scores + (static_cast<int64_t>(bh) * M + r0) * M;
+      }
+    }
+    CAB_RETURN_IF_ERROR(pointers_.Reserve(host_.size() * sizeof(void*)));
+    CAB_CUDA_RETURN(cudaMemcpy(pointers_.as<void>(), host_.data(), host_.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    key_ = key;
+  }
+  const float scale = 1.f / std::sqrt(static_cast<float>(D)), beta = 0.f;
+  const cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasComputeType_t compute = a.mode == GemmMode::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const void** ptrs = pointers_.as<const void*>();
+  for (int p = 0; p < kCausalBands; ++p) {
+    const int r0 = static_cast<int>(static_cast<int64_t>(M) * p / kCausalBands);
+    const int r1 = static_cast<int>(static_cast<int64_t>(M) * (p + 1) / kCausalBands);
+    const void* const* A = ptrs + p * per_band;
+    const void* const* B = A + heads;
+    void* const* C = const_cast<void* const*>(A + 2 * heads);
+    // Column-major C (r1 x (r1 - r0), ldc M) = K[0:r1]^T-as-(D x r1)^T * Q[r0:r1]-as-(D x (r1 - r0)).
+    CAB_CUBLAS_RETURN(cublasGemmBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, r1, r1 - r0, D, &scale, A, in_type, D, B,
+                                          in_type, D, &beta, C, CUDA_R_32F, M, heads, compute, CUBLAS_GEMM_DEFAULT));
+  }
+  return true;
+}
+
+absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream, CausalScorePlan* causal_plan) {
   const float scale = 1.f / std::sqrt(static_cast<float>(a.dim));
   const int M = a.blocks, D = a.dim, g = a.q_heads / a.kv_heads;
   if (a.quest) {
@@ -81,6 +129,11 @@ absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_
     A = a.k16;
     B = a.q16;
     in_type = CUDA_R_16BF;
+  }
+  if (causal_plan != nullptr) {
+    auto banded = causal_plan->Launch(handle, a, stream);
+    if (!banded.ok()) return banded.status();
+    if (*banded) return absl::OkStatus();
   }
   CAB_CUBLAS_RETURN(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, M, g * M, D, &scale, A, in_type, D,
                                                stride_k, B, in_type, D, stride_q, &beta, a.scores, CUDA_R_32F, M,

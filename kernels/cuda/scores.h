@@ -7,7 +7,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <vector>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "device_buffers.h"
 
 namespace cab::cuda {
 
@@ -33,6 +37,25 @@ struct ScoreArgs {
   float* scores = nullptr;       // [B * Hq, M, M]
 };
 
-absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream);
+// The causal dot-product scores in row bands: band p of kCausalBands covers query rows
+// [p M / P, (p + 1) M / P) and only the key blocks [0, (p + 1) M / P) its rows can see, so the GEMMs
+// compute and write (P + 1) / (2 P) of S (5/8 for P = 4); the rest of S is left unwritten and never
+// read (every reader stops at the causal support). One cublasGemmBatchedEx per band over B * Hq
+// heads, with device pointer arrays rebuilt only when the buffers or the shape change.
+class CausalScorePlan {
+ public:
+  static constexpr int kCausalBands = 4;
+  static constexpr int kMinBlocks = 256;  // below this one full GEMM is cheaper than 4 launches
+  // Enqueues the bands; returns false (nothing enqueued) where the plan does not apply.
+  absl::StatusOr<bool> Launch(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream);
+
+ private:
+  DeviceBuffer pointers_;  // [bands][3][B * Hq] const void*: A (keys), B (queries), C (scores)
+  std::vector<const void*> host_;
+  std::vector<const void*> key_;  // what the pointers were built for
+};
+
+absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream,
+                          CausalScorePlan* causal_plan = nullptr);
 
 }  // namespace cab::cuda

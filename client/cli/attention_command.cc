@@ -1,6 +1,7 @@
 // cab-client attention: the end-to-end check that a mask is worth using. Asks the server for a
 // block mask (predict's flags) and for decode keep-indices (Evict), runs block-sparse and dense
-// attention on the same Q/K/V (CUDA when a GPU is there, else the CPU reference), and reports the
+// attention on the same Q/K/V through the attention backends (cab/attention/backend.h: CUDA when a
+// GPU is there and takes the problem, else the CPU reference), and reports the
 // output's relative error, the attention recall (share of the dense softmax mass on what was
 // kept), the density and the speedup of sparse over dense, for prefill and for decode.
 #include <algorithm>
@@ -27,7 +28,8 @@ std::string Help() {
          "  --input=FILE.safetensors             tensors q [B,Hq,N,D], k and v [B,Hkv,N,D] (v optional: random)\n"
          "  --representatives --format=bsr|bitmap|flex   as in predict\n"
          "attention:\n"
-         "  --device=auto|cpu|cuda   where the attention runs (auto: CUDA if a GPU and fp16/bf16)\n"
+         "  --device=auto|cpu|cuda   the attention backend (auto: cuda if a GPU is there and takes the\n"
+         "                           problem: fp16/bf16, head_dim 64/128, block 64/128; else cpu)\n"
          "  --evict_policy=cab|h2o|streaming|snapkv|random --keep=N/10 --decode_queries=1 --window=32\n"
          "  --no_decode              skip the decode half\n" +
          MaskFlagsHelp() + ClientFlagsHelp();

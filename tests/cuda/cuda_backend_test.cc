@@ -40,8 +40,9 @@ const std::vector<Shape>& Shapes() {
       {1, 2, 2, 300, 48, 32, DType::kF32},      // D / VEC = 12 lanes: the non-shuffle path
       {1, 1, 1, 64 * 40 + 5, 96, 64, DType::kBF16},
       {1, 2, 1, 130, 16, 128, DType::kF16},     // 2 blocks, the second of 2 tokens
-      {1, 4, 2, 4096, 32, 16, DType::kBF16},    // M = 256: causal scores in row bands (CausalScorePlan)
-      {1, 2, 2, 8192, 16, 16, DType::kF32},     // M = 512, fp32 GEMM bands
+      {1, 4, 2, 4096, 32, 16, DType::kBF16},    // M = 256
+      {1, 2, 2, 8192, 16, 16, DType::kF32},     // M = 512
+      {1, 2, 1, 16384, 16, 16, DType::kBF16},   // M = 1024: causal scores in row bands (CausalScorePlan)
   };
   return s;
 }

@@ -1,12 +1,26 @@
 #include "predict_batcher.h"
 
 #include <chrono>
+#include <exception>
 
 namespace cab::cuda {
+namespace {
+
+// Runs the group; an exception (e.g. std::bad_alloc while splitting a mask) becomes every member's
+// error instead of leaving the waiting requests without a result.
+void RunGuarded(const PredictBatcher::RunFn& run, const std::vector<BatchItem*>& items) {
+  try {
+    run(items);
+  } catch (const std::exception& e) {
+    for (BatchItem* it : items) it->result = absl::InternalError(std::string("batched predict: ") + e.what());
+  }
+}
+
+}  // namespace
 
 void PredictBatcher::Submit(const std::string& key, BatchItem* item, const RunFn& run) {
   if (!enabled()) {
-    run({item});
+    RunGuarded(run, {item});
     return;
   }
   std::unique_lock<std::mutex> lock(mu_);
@@ -35,7 +49,7 @@ void PredictBatcher::Submit(const std::string& key, BatchItem* item, const RunFn
     g->closed = true;
   }
   lock.unlock();
-  run(g->items);  // closed: no one adds to items any more
+  RunGuarded(run, g->items);  // closed: no one adds to items any more
   lock.lock();
   g->done = true;
   g->cv.notify_all();

@@ -15,7 +15,10 @@
 #include <iterator>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <limits>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -210,6 +213,21 @@ void FillCopy(const std::vector<float>& from, std::vector<float>* out) {
   out->assign(from.begin(), from.end());
 }
 
+// Arrays at least this big are filled concurrently by CoarseFromRepresentatives.
+constexpr size_t kParallelBytes = size_t{8} << 20;
+
+// Runs every task, each on its own thread when `parallel` (the first on the caller's thread).
+void RunAll(bool parallel, std::initializer_list<std::function<void()>> tasks) {
+  if (!parallel || std::thread::hardware_concurrency() < 2) {
+    for (const auto& t : tasks) t();
+    return;
+  }
+  std::vector<std::thread> threads;
+  for (auto it = tasks.begin() + 1; it != tasks.end(); ++it) threads.emplace_back(*it);
+  (*tasks.begin())();
+  for (auto& t : threads) t.join();
+}
+
 }  // namespace
 
 absl::Status CheckTensor4(const TensorView& x, const std::string& what) {
@@ -356,27 +374,33 @@ absl::StatusOr<CoarseBlocks> CoarseFromRepresentatives(const TensorView& reps, c
   c.has_bounds = bounds;
   // Each array is written once, straight from the input (no zero-fill first, no second pass),
   // into memory asked for as huge pages: on a fresh allocation, page faults were most of the cost.
-  FillConverted(reps, &c.maxl2);
-  FillCopy(c.maxl2, &c.mean);
+  // Big arrays are filled on several threads (one array each): the page faults and copies of a
+  // large request then overlap instead of queueing on one core.
+  const bool parallel = elems * sizeof(float) >= kParallelBytes;
+  const size_t rows = elems / c.dim;
+  RunAll(parallel, {[&] { FillConverted(reps, &c.maxl2); },
+                    [&] { if (bounds) FillConverted(*kmin, &c.kmin); },
+                    [&] { if (bounds) FillConverted(*kmax, &c.kmax); }});
+  // The copies of maxl2 (mean always; min/max without bounds) and the per-block norms read the
+  // finished maxl2.
+  RunAll(parallel, {[&] { FillCopy(c.maxl2, &c.mean); },
+                    [&] { if (!bounds) FillCopy(c.maxl2, &c.kmin); },
+                    [&] { if (!bounds) FillCopy(c.maxl2, &c.kmax); },
+                    [&] {
+                      c.best_norm2.resize(rows);
+                      c.count.resize(rows);
+                      for (size_t row = 0; row < rows; ++row) {
+                        const int64_t m = static_cast<int64_t>(row % c.blocks);
+                        c.best_norm2[row] = static_cast<float>(SquaredNorm(c.maxl2.data() + row * c.dim, c.dim));
+                        c.count[row] = static_cast<int32_t>(std::min<int64_t>(block_size, tokens - m * block_size));
+                      }
+                    }});
   if (bounds) {
-    FillConverted(*kmin, &c.kmin);
-    FillConverted(*kmax, &c.kmax);
     for (size_t i = 0; i < elems; ++i) {
       if (c.kmin[i] > c.kmax[i]) {
         return absl::InvalidArgumentError(absl::StrCat("kmin: element ", i, " exceeds kmax"));
       }
     }
-  } else {
-    FillCopy(c.maxl2, &c.kmin);
-    FillCopy(c.maxl2, &c.kmax);
-  }
-  const size_t rows = elems / c.dim;
-  c.best_norm2.resize(rows);
-  c.count.resize(rows);
-  for (size_t row = 0; row < rows; ++row) {
-    const int64_t m = static_cast<int64_t>(row % c.blocks);
-    c.best_norm2[row] = static_cast<float>(SquaredNorm(c.maxl2.data() + row * c.dim, c.dim));
-    c.count[row] = static_cast<int32_t>(std::min<int64_t>(block_size, tokens - m * block_size));
   }
   return c;
 }

@@ -216,9 +216,11 @@ void FillCopy(const std::vector<float>& from, std::vector<float>* out) {
 // Arrays at least this big are filled concurrently by CoarseFromRepresentatives.
 constexpr size_t kParallelBytes = size_t{8} << 20;
 
-// Runs every task, each on its own thread when `parallel` (the first on the caller's thread).
+// Runs every task, each on its own thread when `parallel` and the machine has cores to spare
+// (the first on the caller's thread). On a 2-core host under load the extra threads made the
+// time erratic (a descheduled thread holds up the join), hence the 8-core floor.
 void RunAll(bool parallel, std::initializer_list<std::function<void()>> tasks) {
-  if (!parallel || std::thread::hardware_concurrency() < 2) {
+  if (!parallel || std::thread::hardware_concurrency() < 8) {
     for (const auto& t : tasks) t();
     return;
   }

@@ -48,6 +48,8 @@ for n in 4096 16384 65536; do
   r=$(reqs $n)
   run latency --mode=unary --seq_len=$n --requests=$r --warmup=1
   run latency --mode=unary --seq_len=$n --requests=$r --warmup=1 --representatives
+  # Representatives the caller already holds (built once, untimed): the request alone.
+  run latency --mode=unary --seq_len=$n --requests=$((r * 2)) --warmup=2 --representatives --precomputed
   run latency --mode=stream --seq_len=$n --chunks=$((n / 4096)) --requests=$r --warmup=1
   run latency --mode=stream --seq_len=$n --chunks=$((n / 4096)) --requests=$r --warmup=1 --representatives
 done
@@ -68,7 +70,9 @@ lines = [f"# Loopback benchmark: cab-server ({backend} backend) + cab-client on 
          "- Shape: B=1, Hq=8, Hkv=2, D=64, bf16, blocks of 64 tokens, policy cab at 95% sparsity.",
          "- Unary: one Predict per request. Stream: open a session (not timed), append the sequence in",
          "  4096-token chunks, ask for the mask of every row; latency is first chunk to mask.",
-         "- `reps`: the client coarsens and sends representatives (and no full Q/K).",
+         "- `reps`: the client coarsens and sends representatives (and no full Q/K); the coarsening is",
+         "  inside the timed request. `reps (pre)`: the request with representatives is built once before",
+         "  timing (`--precomputed`), as a model that already holds its block representatives would send it.",
          "- Kernels = the server's coarsen + predict stage times from the reply's Timings (for streams: the",
          "  mask query's predict only; coarsening happened at each chunk and counts as non-kernel here).",
          "  Server other = server total minus kernels. Transport + client = client latency minus server",
@@ -80,7 +84,8 @@ lines = [f"# Loopback benchmark: cab-server ({backend} backend) + cab-client on 
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     if r["label"] != "latency": continue
-    lines.append(f"| {r['mode']} | {r['seq_len']} | {'reps' if r['representatives'] else 'full'} | {r['requests']} | "
+    kind = ('reps (pre)' if r.get('precomputed') else 'reps') if r['representatives'] else 'full'
+    lines.append(f"| {r['mode']} | {r['seq_len']} | {kind} | {r['requests']} | "
                  f"{ms(r['p50_seconds'])} | {ms(r['p99_seconds'])} | {ms(r['mean_seconds'])} | {ms(r['server_total_seconds'])} | "
                  f"{ms(r['kernel_seconds'])} | {ms(r['server_overhead_seconds'])} | {ms(r['transport_client_seconds'])} | {ms(r['client_encode_seconds']) if r['mode'] == 'unary' else '-'} | "
                  f"{r['overhead_fraction'] * 100:.0f}% | {r['request_bytes']} |")

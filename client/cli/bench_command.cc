@@ -20,7 +20,10 @@ std::string Help() {
   return "usage: cab-client bench --server=HOST:PORT [--json]\n"
          "  --mode=unary|stream --concurrency=1 --requests=20 (per worker) --warmup=2 --chunks=1\n"
          "  --seq_len=4096 --heads=8 --kv_heads=HEADS --head_dim=64 --block_size=64 --dtype=fp32\n"
-         "  --representatives --format=bsr --seed=1\n" +
+         "  --representatives --format=bsr --seed=1\n"
+         "  --precomputed   unary with --representatives: build the request (client-side coarsening\n"
+         "                  included) once, before timing, and send that same request each time, as a\n"
+         "                  model that already holds its representatives would; times the request alone\n" +
          MaskFlagsHelp() + ClientFlagsHelp();
 }
 
@@ -65,15 +68,18 @@ int RunBench(int argc, char** argv) {
   auto dtype = ParseDType(args->String("dtype", "fp32"));
   auto format = ParseMaskFormat(args->String("format", "bsr"));
   auto reps = args->Bool("representatives", false);
+  auto precomputed = args->Bool("precomputed", false);
   for (const absl::Status& s :
        {options.status(), params.status(), concurrency.status(), requests.status(), warmup.status(), chunks.status(),
         seq_len.status(), heads.status(), head_dim.status(), block.status(), seed.status(), kv_heads.status(),
-        dtype.status(), format.status(), reps.status(), args->Finish()})
+        dtype.status(), format.status(), reps.status(), precomputed.status(), args->Finish()})
     if (!s.ok()) return UsageError(s, Help());
   if (mode != "unary" && mode != "stream")
     return UsageError(absl::InvalidArgumentError("--mode: unary or stream"), Help());
   if (*concurrency < 1 || *requests < 1 || *chunks < 1 || *warmup < 0)
     return UsageError(absl::InvalidArgumentError("--concurrency, --requests, --chunks must be >= 1"), Help());
+  if (*precomputed && (mode != "unary" || !*reps))
+    return UsageError(absl::InvalidArgumentError("--precomputed: only with --mode=unary --representatives"), Help());
 
   const OwnedTensor q = RandomTensor({1, *heads, *seq_len, *head_dim}, *dtype, *seed);
   const OwnedTensor k = RandomTensor({1, *kv_heads, *seq_len, *head_dim}, *dtype, *seed + 1);
@@ -87,6 +93,20 @@ int RunBench(int argc, char** argv) {
   auto client = Client::Create(*options);
   if (!client.ok()) return UsageError(client.status(), Help());
 
+  PredictInput input;
+  input.block_size = static_cast<int>(*block);
+  input.params = *params;
+  input.format = *format;
+  input.q = q.view();
+  input.k = k.view();
+  input.representatives = *reps;
+  v1::PredictRequest prebuilt;  // --precomputed: built once, outside the timed region
+  if (*precomputed) {
+    auto req = (*client)->BuildPredictRequest(input);
+    if (!req.ok()) return RpcError(req.status());
+    prebuilt = std::move(*req);
+  }
+
   std::mutex mu;
   std::vector<Sample> samples;
   absl::Status first_error;
@@ -94,14 +114,7 @@ int RunBench(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<MaskReply> reply;
     if (mode == "unary") {
-      PredictInput in;
-      in.block_size = static_cast<int>(*block);
-      in.params = *params;
-      in.format = *format;
-      in.q = q.view();
-      in.k = k.view();
-      in.representatives = *reps;
-      reply = (*client)->Predict(in);
+      reply = *precomputed ? (*client)->Predict(prebuilt) : (*client)->Predict(input);
     } else {
       SessionOptions so;
       so.heads = static_cast<int>(*heads);
@@ -171,7 +184,8 @@ int RunBench(int argc, char** argv) {
     JsonObject out;
     out.Add("command", "bench").Add("mode", mode).Add("policy", Name(params->policy)).Add("seq_len", *seq_len)
         .Add("heads", *heads).Add("kv_heads", *kv_heads).Add("head_dim", *head_dim).Add("block_size", *block)
-        .Add("dtype", DTypeName(*dtype)).Add("representatives", *reps).Add("chunks", *chunks)
+        .Add("dtype", DTypeName(*dtype)).Add("representatives", *reps).Add("precomputed", *precomputed)
+        .Add("chunks", *chunks)
         .Add("concurrency", *concurrency).Add("requests", static_cast<int64_t>(samples.size()))
         .Add("p50_seconds", p50).Add("p99_seconds", p99).Add("mean_seconds", mean)
         .Add("throughput_per_second", n / wall).Add("server_total_seconds", server).Add("kernel_seconds", kernel)
@@ -182,7 +196,8 @@ int RunBench(int argc, char** argv) {
   } else {
     std::printf("%s %s N=%ld H=%ld/%ld D=%ld block=%ld %s%s  concurrency %ld  %zu requests in %.2f s\n",
                 mode.c_str(), Name(params->policy).c_str(), *seq_len, *heads, *kv_heads, *head_dim, *block,
-                DTypeName(*dtype).c_str(), *reps ? " representatives" : "", *concurrency, samples.size(), wall);
+                DTypeName(*dtype).c_str(), *reps ? (*precomputed ? " representatives (precomputed)" : " representatives") : "",
+                *concurrency, samples.size(), wall);
     std::printf("latency p50 %.3f ms  p99 %.3f ms  mean %.3f ms  throughput %.1f/s\n", p50 * 1e3, p99 * 1e3,
                 mean * 1e3, n / wall);
     std::printf("server %.3f ms (kernels %.3f ms, other %.3f ms)  transport+client %.3f ms  non-kernel share %.1f%%\n",

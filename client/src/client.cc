@@ -64,7 +64,7 @@ absl::StatusOr<v1::InfoResponse> Client::Info(const CallOptions& call) {
 namespace {
 
 // The request of `in` with full tensors, or with representatives computed here.
-absl::Status BuildPredictRequest(const PredictInput& in, int threads, v1::PredictRequest* req) {
+absl::Status MakePredictRequest(const PredictInput& in, int threads, v1::PredictRequest* req) {
   if (auto s = CheckTensor(in.q, 4, "q"); !s.ok()) return s;
   if (auto s = CheckTensor(in.k, 4, "k"); !s.ok()) return s;
   req->set_block_size(in.block_size);
@@ -100,10 +100,16 @@ absl::Status BuildPredictRequest(const PredictInput& in, int threads, v1::Predic
 
 }  // namespace
 
+absl::StatusOr<v1::PredictRequest> Client::BuildPredictRequest(const PredictInput& input) const {
+  v1::PredictRequest req;
+  if (auto s = MakePredictRequest(input, options_.coarsen_threads, &req); !s.ok()) return s;
+  return req;
+}
+
 absl::StatusOr<MaskReply> Client::Predict(const PredictInput& input, const CallOptions& call) {
   const absl::Time start = absl::Now();
   v1::PredictRequest req;
-  if (auto s = BuildPredictRequest(input, options_.coarsen_threads, &req); !s.ok()) return s;
+  if (auto s = MakePredictRequest(input, options_.coarsen_threads, &req); !s.ok()) return s;
   const double encode = absl::ToDoubleSeconds(absl::Now() - start);
   auto reply = Predict(req, call);
   if (reply.ok()) reply->client_encode_seconds = encode;

@@ -169,6 +169,31 @@ TEST_F(LiveServer, RepresentativesCarryTheEstimatorsTheyNeed) {
   }
 }
 
+// A request built ahead of time (BuildPredictRequest) and sent later gives the mask Predict(input)
+// gives; quest so that the key bounds travel too.
+TEST_F(LiveServer, PrebuiltRepresentativesRequestGivesTheSameMask) {
+  auto client = Connect(server_->address());
+  const Problem p = MakeProblem(13);
+  PredictInput in;
+  in.block_size = kBlock;
+  in.params.policy = MaskPolicy::kQuest;
+  in.params.sparsity = 0.7f;
+  in.q = p.q.view();
+  in.k = p.k.view();
+  in.representatives = true;
+  auto req = client->BuildPredictRequest(in);
+  ASSERT_TRUE(req.ok()) << req.status();
+  EXPECT_TRUE(req->has_q_rep() && req->has_k_min() && req->has_k_max());
+  EXPECT_FALSE(req->has_q());
+  for (int i = 0; i < 2; ++i) {  // the same request twice
+    auto r = client->Predict(*req);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectSameMask(r->mask, Expected(p, in.params), "prebuilt");
+  }
+  in.q = TensorView{};
+  EXPECT_EQ(client->BuildPredictRequest(in).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(LiveServer, EvictEveryPolicyMatchesTheInProcessBackend) {
   auto client = Connect(server_->address());
   const int64_t n = 600;

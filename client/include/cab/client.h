@@ -37,6 +37,10 @@ class Client {
   absl::StatusOr<MaskReply> Predict(const PredictInput& input, const CallOptions& call = {});
   // The wire request as it is (for callers who build it themselves).
   absl::StatusOr<MaskReply> Predict(const v1::PredictRequest& request, const CallOptions& call = {});
+  // The request Predict(input) sends, representatives included (computed here when
+  // input.representatives): for a caller that builds it ahead of time, as a model that already
+  // holds its block representatives would, and sends it with Predict(request).
+  absl::StatusOr<v1::PredictRequest> BuildPredictRequest(const PredictInput& input) const;
   absl::StatusOr<EvictReply> Evict(const EvictInputs& inputs, const EvictParams& params,
                                    const CallOptions& call = {});
   absl::StatusOr<EvictReply> Evict(const v1::EvictRequest& request, const CallOptions& call = {});

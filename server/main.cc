@@ -18,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "log.h"
+#include "malloc_tuning.h"
 #include "metrics.h"
 #include "options.h"
 #include "port_file.h"
@@ -64,6 +65,7 @@ class Janitor {
 };
 
 int Main(int argc, char** argv) {
+  TuneMallocForLargeRequests();
   // Signals are taken synchronously by the main thread (sigwait); every thread started from here
   // on inherits the mask, so none of them is interrupted by SIGTERM/SIGINT.
   sigset_t signals;

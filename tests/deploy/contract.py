@@ -13,7 +13,7 @@ FLAGS = (
     "listen", "metrics_listen", "port_file", "backend", "plugin_dir", "threads", "max_queue",
     "max_tokens", "max_heads", "max_head_dim", "max_blocks", "max_message_bytes", "max_sessions", "max_session_bytes",
     "max_total_bytes", "session_idle_timeout_s", "tls_cert", "tls_key", "tls_client_ca",
-    "auth_token_file", "drain_grace_s", "max_batch", "max_queue_delay_us",
+    "auth_token_file", "drain_grace_s", "drain_lame_duck_s", "max_batch", "max_queue_delay_us",
 )
 ENV_FLAGS = {"CAB_" + f.upper(): f for f in FLAGS}
 BACKENDS = ("cpu", "cuda", "auto")

@@ -77,6 +77,28 @@ bool CudaDeviceAvailable(std::string* why_not) {
   return true;
 }
 
+// Runs `launch` between two CUDA events on the default stream and downloads the output `out`
+// (shaped and typed like q): what prefill and decode report alike.
+template <typename Launch>
+absl::StatusOr<AttentionResult> TimeAndDownload(Launch launch, const DeviceBuffer& out, const TensorView& q) {
+  Events ev;
+  CAB_CUDA_RETURN(cudaEventCreate(&ev.start));
+  CAB_CUDA_RETURN(cudaEventCreate(&ev.stop));
+  CAB_CUDA_RETURN(cudaEventRecord(ev.start));
+  if (auto st = launch(); !st.ok()) return st;
+  CAB_CUDA_RETURN(cudaEventRecord(ev.stop));
+  CAB_CUDA_RETURN(cudaEventSynchronize(ev.stop));
+  float ms = 0;
+  CAB_CUDA_RETURN(cudaEventElapsedTime(&ms, ev.start, ev.stop));
+  auto host = Download(out, q.dtype, q.shape);
+  if (!host.ok()) return host.status();
+  AttentionResult res;
+  res.out = std::move(*host);
+  res.device = CudaDeviceName();
+  res.kernel_ms = ms;
+  return res;
+}
+
 absl::StatusOr<AttentionResult> PrefillCuda(const TensorView& q, const TensorView& k, const TensorView& v,
                                             const BlockMask& mask, const PrefillShape& s, bool causal) {
   DeviceBuffer dq, dk, dv, do_, doff, dcol;
@@ -105,22 +127,7 @@ absl::StatusOr<AttentionResult> PrefillCuda(const TensorView& q, const TensorVie
   a.mask_heads = s.mask_heads;
   a.row_offsets = static_cast<const int64_t*>(doff.ptr);
   a.col_indices = static_cast<const int32_t*>(dcol.ptr);
-  Events ev;
-  CAB_CUDA_RETURN(cudaEventCreate(&ev.start));
-  CAB_CUDA_RETURN(cudaEventCreate(&ev.stop));
-  CAB_CUDA_RETURN(cudaEventRecord(ev.start));
-  if (auto st = cuda::Prefill(a, nullptr); !st.ok()) return st;
-  CAB_CUDA_RETURN(cudaEventRecord(ev.stop));
-  CAB_CUDA_RETURN(cudaEventSynchronize(ev.stop));
-  float ms = 0;
-  CAB_CUDA_RETURN(cudaEventElapsedTime(&ms, ev.start, ev.stop));
-  auto out = Download(do_, q.dtype, q.shape);
-  if (!out.ok()) return out.status();
-  AttentionResult res;
-  res.out = std::move(*out);
-  res.device = CudaDeviceName();
-  res.kernel_ms = ms;
-  return res;
+  return TimeAndDownload([&] { return cuda::Prefill(a, nullptr); }, do_, q);
 }
 
 absl::StatusOr<AttentionResult> DecodeCuda(const TensorView& q, const TensorView& k, const TensorView& v,
@@ -153,22 +160,7 @@ absl::StatusOr<AttentionResult> DecodeCuda(const TensorView& q, const TensorView
   a.workspace_bytes = cuda::DecodeWorkspaceBytes(a);
   if (auto st = dws.Alloc(a.workspace_bytes); !st.ok()) return st;
   a.workspace = dws.ptr;
-  Events ev;
-  CAB_CUDA_RETURN(cudaEventCreate(&ev.start));
-  CAB_CUDA_RETURN(cudaEventCreate(&ev.stop));
-  CAB_CUDA_RETURN(cudaEventRecord(ev.start));
-  if (auto st = cuda::Decode(a, nullptr); !st.ok()) return st;
-  CAB_CUDA_RETURN(cudaEventRecord(ev.stop));
-  CAB_CUDA_RETURN(cudaEventSynchronize(ev.stop));
-  float ms = 0;
-  CAB_CUDA_RETURN(cudaEventElapsedTime(&ms, ev.start, ev.stop));
-  auto out = Download(do_, q.dtype, q.shape);
-  if (!out.ok()) return out.status();
-  AttentionResult res;
-  res.out = std::move(*out);
-  res.device = CudaDeviceName();
-  res.kernel_ms = ms;
-  return res;
+  return TimeAndDownload([&] { return cuda::Decode(a, nullptr); }, do_, q);
 }
 
 }  // namespace cab::attention::internal

@@ -10,6 +10,13 @@
 namespace cab_it {
 namespace {
 
+// The status message names at least one of `fields` (several spellings are accepted per case).
+void ExpectNamesOneOf(const grpc::Status& s, const std::vector<std::string>& fields) {
+  bool named = false;
+  for (const auto& f : fields) named = named || NamesField(s.error_message(), f);
+  EXPECT_TRUE(named) << "message does not name the field: " << s.error_message();
+}
+
 using grpc::StatusCode;
 
 struct PredictCase {
@@ -88,9 +95,7 @@ TEST_F(BadInputTest, PredictBadInputIsInvalidArgumentNamingTheField) {
     auto ctx = Context();
     const grpc::Status s = stub_->Predict(ctx.get(), req, &resp);
     EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(s);
-    bool named = false;
-    for (const auto& f : c.fields) named = named || NamesField(s.error_message(), f);
-    EXPECT_TRUE(named) << "message does not name the field: " << s.error_message();
+    ExpectNamesOneOf(s, c.fields);
     ExpectServerHealthy();
   }
 }
@@ -121,9 +126,7 @@ TEST_F(BadInputTest, RepresentativesBadInput) {
     auto ctx = Context();
     const grpc::Status s = stub_->Predict(ctx.get(), req, &resp);
     EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(s);
-    bool named = false;
-    for (const auto& f : c.fields) named = named || NamesField(s.error_message(), f);
-    EXPECT_TRUE(named) << "message does not name the field: " << s.error_message();
+    ExpectNamesOneOf(s, c.fields);
     ExpectServerHealthy();
   }
 }
@@ -163,9 +166,7 @@ TEST_F(BadInputTest, EvictBadInput) {
     auto ctx = Context();
     const grpc::Status s = stub_->Evict(ctx.get(), req, &resp);
     EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(s);
-    bool named = false;
-    for (const auto& f : c.fields) named = named || NamesField(s.error_message(), f);
-    EXPECT_TRUE(named) << "message does not name the field: " << s.error_message();
+    ExpectNamesOneOf(s, c.fields);
     ExpectServerHealthy();
   }
 }
@@ -343,9 +344,7 @@ TEST_F(BadInputTest, StreamBadInputEndsTheStreamNamingTheField) {
     }
     EXPECT_TRUE(s.error_code() == StatusCode::INVALID_ARGUMENT || s.error_code() == StatusCode::FAILED_PRECONDITION)
         << Describe(s);
-    bool named = false;
-    for (const auto& f : c.fields) named = named || NamesField(s.error_message(), f);
-    EXPECT_TRUE(named) << "message does not name the field: " << s.error_message();
+    ExpectNamesOneOf(s, c.fields);
     if (c.opened) {
       ++errors;
       WaitForMetric(port, "cab_sessions_closed_total", {{"reason", "error"}}, [&](double v) { return v == errors; });

@@ -13,6 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-g}
 BUNDLE=${BUNDLE:-bundle-g}
+# Where the compressed bundle travels from (several engineers can prepare their own: BUNDLE_GZ=bundle-gz-NAME).
+BUNDLE_GZ=${BUNDLE_GZ:-bundle-gz}
 
 prepare() {
   set -e
@@ -29,9 +31,9 @@ prepare() {
     2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
   strip --strip-debug "$BUNDLE"/bin/* "$BUNDLE"/lib/*.so*
-  mkdir -p bundle-gz
-  tar -cf - "$BUNDLE" | xz -T2 -4 >bundle-gz/bundle.tar.xz
-  du -sh "$BUNDLE" bundle-gz/bundle.tar.xz
+  mkdir -p "$BUNDLE_GZ"
+  tar -cf - "$BUNDLE" | xz -T2 -4 >"$BUNDLE_GZ/bundle.tar.xz"
+  du -sh "$BUNDLE" "$BUNDLE_GZ/bundle.tar.xz"
 }
 
 # Starts cab-server with the given backend; prints its gRPC port.
@@ -49,7 +51,7 @@ start_server() {
 
 remote() {
   : "${OUT:?OUT must be set (the device tool sets it)}"
-  [ -d "$BUNDLE" ] || tar -xJf bundle-gz/bundle.tar.xz
+  [ -d "$BUNDLE" ] || tar -xJf "$BUNDLE_GZ/bundle.tar.xz"
   export LD_LIBRARY_PATH=$PWD/$BUNDLE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export CAB_CUDA_PLUGIN=$PWD/$BUNDLE/lib/libcab_cuda_backend.so
   export PYTHONUNBUFFERED=1

@@ -1,6 +1,5 @@
 #include "cuda_backend.h"
 
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,6 +13,7 @@
 #include "cpu_backend_predict.h"    // kernels/cpu: CheckCoarsePair
 #include "cuda_status.h"
 #include "device_evictor.h"
+#include "device_placement.h"
 #include "predict_batcher.h"
 #include "evict_inputs.h"           // kernels/cpu: ResolveEvictShape, shared validation
 #include "select.h"                 // kernels/cpu: NeedOf
@@ -36,7 +36,6 @@ bool AllBf16(const float* v, size_t n) {
 struct Worker {
   std::unique_ptr<DevicePredictor> predictor;
   std::mutex mu;               // one request at a time on this device's stream
-  std::atomic<int> load{0};    // requests waiting or running here
   DeviceBuffer q, k, kmin, kmax, x;
   DeviceBuffer c_maxl2, c_mean, c_kmin, c_kmax, c_norm, c_count;
   PinnedBuffer staging;
@@ -48,6 +47,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(std::vector<std::unique_ptr<Worker>> workers, const CudaBackendOptions& o)
       : workers_(std::move(workers)),
+        placement_(static_cast<int>(workers_.size())),
         cpu_(MakeCpuBackend({o.cpu_threads})),
         batcher_(o.max_batch, o.max_queue_delay_us, o.max_batch_score_bytes) {}
 
@@ -58,22 +58,26 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size) override;
+  // The session-less forms are calls without a session (CallOptions{}).
+  absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size) override {
+    return Coarsen(x, block_size, CallOptions{});
+  }
+  absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
+                                         bool diagnostics) override {
+    return PredictMask(q, k, p, diagnostics, CallOptions{});
+  }
+  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) override {
+    return Evict(in, p, CallOptions{});
+  }
+  absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size, const CallOptions& call) override;
+  absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
+                                         bool diagnostics, const CallOptions& call) override;
+  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallOptions& call) override;
   absl::StatusOr<HeadGraph> Graph(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,
                                   Coarsening query_coarsening, const GraphParams& p) override;
-  absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                         bool diagnostics) override;
-  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) override;
+  void ReleaseSession(uint64_t session) override { placement_.Release(session); }
 
  private:
-  // The least loaded device; the caller holds its lock for the duration of the request.
-  Worker& Pick() {
-    Worker* best = workers_.front().get();
-    for (auto& w : workers_) {
-      if (w->load.load() < best->load.load()) best = w.get();
-    }
-    return *best;
-  }
 
   // One request's share of an upload: batches [b0, b0 + nb) and query heads [h0, h0 + nh).
   struct UploadPart {
@@ -85,21 +89,15 @@ class CudaBackend final : public Backend {
   // batch (every part has the same heads, blocks and dim).
   absl::StatusOr<PredictorInputs> Upload(Worker& w, const std::vector<UploadPart>& parts, Coarsening qc,
                                          Estimator estimator, bool bf16_exact);
-  // Runs a group of same-key requests as one launch and splits the mask among them.
-  void RunBatch(const std::vector<BatchItem*>& items);
+  // Runs a group of same-key requests (all placed on `device`) as one launch and splits the mask.
+  void RunBatch(int device, const std::vector<BatchItem*>& items);
 
   std::vector<std::unique_ptr<Worker>> workers_;
+  // Which worker runs a call: a session's calls stay on one (device_placement.h). A call holds its
+  // lease (counted in flight there) from placement to its answer, batching wait included.
+  DevicePlacement placement_;
   std::unique_ptr<Backend> cpu_;
   PredictBatcher batcher_;
-};
-
-class LoadGuard {
- public:
-  explicit LoadGuard(Worker& w) : w_(w), lock_(w.mu) {}
-  ~LoadGuard() { w_.load.fetch_sub(1); }
- private:
-  Worker& w_;
-  std::unique_lock<std::mutex> lock_;
 };
 
 absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector<UploadPart>& parts, Coarsening qc,
@@ -174,14 +172,16 @@ bool OperandsBf16(const CoarseBlocks& q, const CoarseBlocks& k, Coarsening qc, E
 }
 
 // What must agree for two requests to share one launch: head shape and every parameter.
-std::string BatchKey(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p, bool bf16_exact) {
+// Requests share a launch only on the worker they were placed on, so the worker is part of the key.
+std::string BatchKey(int worker, const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p, bool bf16_exact) {
   struct Key {
-    int q_heads, kv_heads, blocks, dim, estimator, query_coarsening, row_begin, row_end, bf16_exact;
+    int worker, q_heads, kv_heads, blocks, dim, estimator, query_coarsening, row_begin, row_end, bf16_exact;
     float importance_ratio;
     DeviceMaskParams device;
   } key{};
   // Compared as bytes: every field is 4 bytes wide, so there is no padding to hold garbage.
-  static_assert(sizeof(Key) == 10 * 4 + sizeof(DeviceMaskParams) && sizeof(DeviceMaskParams) % 4 == 0);
+  static_assert(sizeof(Key) == 11 * 4 + sizeof(DeviceMaskParams) && sizeof(DeviceMaskParams) % 4 == 0);
+  key.worker = worker;
   key.q_heads = q.heads;
   key.kv_heads = k.heads;
   key.blocks = q.blocks;
@@ -197,7 +197,7 @@ std::string BatchKey(const CoarseBlocks& q, const CoarseBlocks& k, const MaskPar
 }
 
 absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                                    bool diagnostics) {
+                                                    bool diagnostics, const CallOptions& call) {
   if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
     return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
   }
@@ -219,13 +219,15 @@ absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const
   const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
   item.bf16_exact = OperandsBf16(q, k, p.query_coarsening, estimator);
   item.cost = static_cast<int64_t>(q.batch) * q.heads * m * m * static_cast<int64_t>(sizeof(float));
-  batcher_.Submit(BatchKey(q, k, p, item.bf16_exact), &item, [this](const std::vector<BatchItem*>& items) {
-    RunBatch(items);
-  });
+  const DevicePlacement::Lease lease = placement_.Acquire(call.session);
+  const int device = lease.device();
+  // The group's leader runs it with its own callback; every member has this device (it is in the key).
+  batcher_.Submit(BatchKey(device, q, k, p, item.bf16_exact), &item,
+                  [this, device](const std::vector<BatchItem*>& items) { RunBatch(device, items); });
   return std::move(item.result);
 }
 
-void CudaBackend::RunBatch(const std::vector<BatchItem*>& items) {
+void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
   auto fail = [&](const absl::Status& s) {
     for (BatchItem* it : items) it->result = s;
   };
@@ -233,9 +235,8 @@ void CudaBackend::RunBatch(const std::vector<BatchItem*>& items) {
   const MaskParams& p = *first.p;
   const int m = first.q->blocks;
   const int row_end = p.row_end < 0 ? m : p.row_end;
-  Worker& w = Pick();
-  w.load.fetch_add(1);
-  LoadGuard guard(w);
+  Worker& w = *workers_[device];
+  std::lock_guard<std::mutex> lock(w.mu);
   if (auto s = CudaStatus(cudaSetDevice(w.predictor->device()), "cudaSetDevice"); !s.ok()) return fail(s);
   const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
   std::vector<UploadPart> parts;
@@ -265,21 +266,22 @@ void CudaBackend::RunBatch(const std::vector<BatchItem*>& items) {
     row0 += nrows;
     r.graph_seconds = ((*ms)[kScores] + (*ms)[kTopLists] + (*ms)[kGraph]) * 1e-3;
     r.select_seconds = (*ms)[kSelect] * 1e-3;
+    r.device = device;
     it->result = std::move(r);
   }
 }
 
-absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const EvictParams& p) {
+absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const EvictParams& p, const CallOptions& call) {
   auto shape = cpu::ResolveEvictShape(in, p);
   if (!shape.ok()) return shape.status();
   // random is defined by the CPU's seeded stream (one draw per kept token): it stays there.
   if (p.policy == EvictPolicy::kRandom) return cpu_->Evict(in, p);
-  Worker& w = Pick();
-  w.load.fetch_add(1);
   bool non_finite = false;
   absl::StatusOr<KeepIndices> out;
   {
-    LoadGuard guard(w);
+    const DevicePlacement::Lease lease = placement_.Acquire(call.session);
+    Worker& w = *workers_[lease.device()];
+    std::lock_guard<std::mutex> lock(w.mu);
     out = EvictOnDevice(*w.predictor, w.evict, in, p, *shape, &non_finite);
   }
   if (non_finite) return cpu_->Evict(in, p);  // the CPU's coarsening names the offending element
@@ -292,9 +294,9 @@ absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const Coarse
   if (auto s = cpu::CheckCoarsePair(q, k); !s.ok()) return s;
   if (b < 0 || b >= q.batch) return absl::InvalidArgumentError(absl::StrCat("batch index: ", b, " is outside [0, ", q.batch, ")"));
   if (h < 0 || h >= q.heads) return absl::InvalidArgumentError(absl::StrCat("head: ", h, " is outside [0, ", q.heads, ")"));
-  Worker& w = Pick();
-  w.load.fetch_add(1);
-  LoadGuard guard(w);
+  const DevicePlacement::Lease lease = placement_.Acquire(0);  // a diagnostic call: no session
+  Worker& w = *workers_[lease.device()];
+  std::lock_guard<std::mutex> lock(w.mu);
   CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
   // One query head against its kv head (h / g): a batch of one, one head each.
   auto in = Upload(w, {{&q, &k, b, 1, h, 1}}, query_coarsening, p.estimator,
@@ -328,7 +330,7 @@ absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const Coarse
   return out;
 }
 
-absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block_size) {
+absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block_size, const CallOptions& call) {
   if (auto s = CheckTensor4(x, "x"); !s.ok()) return s;
   if (block_size < 1) return absl::InvalidArgumentError(absl::StrCat("block_size: ", block_size, " must be >= 1"));
   CoarsenArgs a;
@@ -341,9 +343,9 @@ absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block
   const int M = a.blocks();
   const size_t rows = static_cast<size_t>(a.batch) * a.heads * M, elems = rows * a.dim;
 
-  Worker& w = Pick();
-  w.load.fetch_add(1);
-  LoadGuard guard(w);
+  const DevicePlacement::Lease lease = placement_.Acquire(call.session);
+  Worker& w = *workers_[lease.device()];
+  std::lock_guard<std::mutex> lock(w.mu);
   CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
   const cudaStream_t stream = w.predictor->stream();
   CAB_RETURN_IF_ERROR(w.x.Reserve(x.nbytes()));

@@ -1,5 +1,7 @@
-// The CUDA backend: cab::Backend on one or more GPUs. One worker per device (a DevicePredictor with
-// its own stream, cuBLAS handle and reused buffers); each call goes to the least loaded device.
+// The CUDA backend: cab::Backend on one or more GPUs. One worker per listed device (a DevicePredictor
+// with its own stream, cuBLAS handle and reused buffers). A streaming session's calls (CallOptions::
+// session) all run on one worker, new sessions going to the one with the fewest sessions; calls
+// without a session go to the least busy worker (device_placement.h).
 // Mask policies that read no scores (random, streaming, dense), diagnostics and random eviction run
 // on the embedded CPU backend: they need no GPU work, and this keeps their answers identical by
 // construction. Same-shape PredictMask calls that arrive together are batched into one launch.
@@ -16,7 +18,10 @@
 namespace cab::cuda {
 
 struct CudaBackendOptions {
-  std::vector<int> devices;   // empty: every visible device
+  // One worker per entry; empty: every visible device. A device may be listed more than once
+  // ("devices=0,0": two workers, each with its own stream and buffers, on one GPU), which exercises
+  // the several-worker paths on a one-GPU host.
+  std::vector<int> devices;
   GemmPolicy gemm = GemmPolicy::kAuto;
   int cpu_threads = 2;        // for the delegated ops
   // PredictMask batching (predict_batcher.h): off unless max_batch > 1 (cab-server passes its

@@ -3,6 +3,7 @@
 // Backends are thread-safe: the server calls them from several worker threads at once.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,18 @@ struct MaskResult {
   // Wall time of the two stages inside PredictMask, for the server's per-stage metrics.
   double graph_seconds = 0;     // scores, affinity, graph, curvature
   double select_seconds = 0;    // per-row selection and mask assembly
+  // Which entry of Backend::Devices() ran the call; -1 where no device did (the CPU backend, or an
+  // op the CUDA backend answers on its embedded CPU backend). For tests and diagnostics.
+  int device = -1;
+};
+
+// Per-call context. `session` (0: none) names the streaming session a call belongs to. A backend
+// with several devices runs all of a session's calls on one device, chosen at its first call (new
+// sessions go to the least loaded device), until ReleaseSession: today this keeps a session's work
+// in one place; later it lets per-session state stay resident on that device. cab-server passes
+// the session's key on a stream and none for unary requests.
+struct CallOptions {
+  uint64_t session = 0;
 };
 
 class Backend {
@@ -56,6 +69,25 @@ class Backend {
 
   // SPEC 4.
   virtual absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) = 0;
+
+  // The same ops within a call context (see CallOptions). The defaults ignore it: a backend with
+  // one place to run (the CPU backend) overrides only the forms above.
+  virtual absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size, const CallOptions& call) {
+    (void)call;
+    return Coarsen(x, block_size);
+  }
+  virtual absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
+                                                 bool diagnostics, const CallOptions& call) {
+    (void)call;
+    return PredictMask(q, k, p, diagnostics);
+  }
+  virtual absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallOptions& call) {
+    (void)call;
+    return Evict(in, p);
+  }
+  // The session ended (any reason): its device slot is freed. Idempotent; a later call with the same
+  // key counts as a new session. Default: nothing to free.
+  virtual void ReleaseSession(uint64_t session) { (void)session; }
 };
 
 struct CpuBackendOptions {

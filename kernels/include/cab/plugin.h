@@ -5,7 +5,8 @@
 
 #include <cstddef>
 
-#define CAB_PLUGIN_ABI_VERSION 1
+// 2: cab::Backend gained the CallOptions overloads and ReleaseSession (a new vtable layout).
+#define CAB_PLUGIN_ABI_VERSION 2
 
 extern "C" {
 // Returns CAB_PLUGIN_ABI_VERSION; the loader refuses a plugin whose version differs.

@@ -51,11 +51,11 @@ absl::StatusOr<CoarsePair> CoarsenInputs(const PredictInputs& in, cab::Backend& 
 absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k, const cab::MaskParams& params,
                               cab::v1::MaskFormat format, bool diagnostics, cab::Backend& backend,
                               const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
-                              cab::v1::Timings* timings) {
+                              cab::v1::Timings* timings, const cab::CallOptions& call) {
   cab::MaskResult result;
   auto t0 = std::chrono::steady_clock::now();
   absl::Status st = Guarded([&]() -> absl::Status {
-    auto r = backend.PredictMask(q, k, params, diagnostics);
+    auto r = backend.PredictMask(q, k, params, diagnostics, call);
     if (!r.ok()) return r.status();
     result = std::move(*r);
     return absl::OkStatus();

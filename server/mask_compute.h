@@ -31,11 +31,11 @@ struct CoarsePair {
 absl::StatusOr<CoarsePair> CoarsenInputs(const PredictInputs& in, cab::Backend& backend);
 
 // PredictMask, then the mask in `format` and (when asked) the diagnostics; timings->predict_seconds
-// and encode_seconds are filled.
+// and encode_seconds are filled. `call` names the streaming session (none for unary requests).
 absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k, const cab::MaskParams& params,
                               cab::v1::MaskFormat format, bool diagnostics, cab::Backend& backend,
                               const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
-                              cab::v1::Timings* timings);
+                              cab::v1::Timings* timings, const cab::CallOptions& call = {});
 
 // Runs `fn`, turning exceptions from the compute (out of memory above all) into a status so that a
 // request the server cannot afford fails alone instead of taking the process down.

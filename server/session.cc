@@ -8,8 +8,10 @@
 
 namespace cab::server {
 
-Session::Session(wire::SessionSpec spec, const Limits& limits)
-    : spec_(std::move(spec)), limits_(limits), layers_(static_cast<size_t>(spec_.layers)) {}
+Session::Session(wire::SessionSpec spec, const Limits& limits, uint64_t backend_session)
+    : spec_(std::move(spec)), limits_(limits), layers_(static_cast<size_t>(spec_.layers)) {
+  call_.session = backend_session;
+}
 
 int64_t Session::MemoryBytes() const {
   int64_t total = 0;
@@ -157,7 +159,7 @@ absl::Status Session::Query(const cab::v1::MaskQuery& q, cab::Backend& backend, 
   reply->set_request_id(q.request_id());
   reply->set_layer(q.layer());
   return PredictAndEncode(layer.q, layer.k, p, spec_.format, q.diagnostics(), backend, hooks, reply->mutable_mask(),
-                          reply->mutable_diagnostics(), reply->mutable_timings());
+                          reply->mutable_diagnostics(), reply->mutable_timings(), call_);
 }
 
 }  // namespace cab::server

@@ -18,7 +18,9 @@ namespace cab::server {
 
 class Session {
  public:
-  Session(wire::SessionSpec spec, const Limits& limits);
+  // `backend_session` is the key its backend calls carry (cab::CallOptions::session): a backend with
+  // several devices keeps them on one. 0: none.
+  Session(wire::SessionSpec spec, const Limits& limits, uint64_t backend_session = 0);
 
   const wire::SessionSpec& spec() const { return spec_; }
   int64_t tokens(int layer) const { return layers_[layer].q.tokens; }
@@ -43,6 +45,7 @@ class Session {
 
   wire::SessionSpec spec_;
   Limits limits_;
+  cab::CallOptions call_;
   std::vector<Layer> layers_;
 };
 

@@ -101,7 +101,7 @@ void StreamReactor::HandleConfig(const cab::v1::SessionConfig& config) {
   DropPending();
   session_key_ = ticket->key;
   spec->session_id = ticket->id;
-  session_ = std::make_unique<Session>(*spec, limits);
+  session_ = std::make_unique<Session>(*spec, limits, ticket->key);
   cab::v1::StreamResponse r;
   r.mutable_ready()->set_session_id(ticket->id);
   r.mutable_ready()->set_memory_limit_bytes(limits.max_session_bytes);
@@ -249,6 +249,10 @@ void StreamReactor::OnDone() {
   // A stream that ended without a clean close (for example at shutdown) still frees its session.
   DropPending();
   CloseSession(kClosedCancelled);
+  // The backend's hold on the session (its pinned device) ends here, whatever ended the stream:
+  // OnDone comes after the last task, so no later call can pin the session again (a release at
+  // close could race with a query already past its cancellation check).
+  if (session_key_ != 0) state_->backend->ReleaseSession(session_key_);
   state_->metrics->active_streams().Decrement();
   // Drops the reactor's own reference; the idle callback may hold the last one for a moment.
   std::shared_ptr<StreamReactor> last = std::move(self_);

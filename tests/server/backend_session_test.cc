@@ -234,7 +234,10 @@ TEST_F(BackendSessionTest, IdleExpiryReleases) {
   EXPECT_EQ(sessions_.ExpireIdle(absl::Now() + absl::Hours(1)), 1);
   cab::v1::StreamResponse resp;
   EXPECT_FALSE(s->Read(&resp));
-  EXPECT_EQ(s->Finish().error_code(), grpc::StatusCode::ABORTED);
+  // ABORTED, or CANCELLED when the server still counted the last reply's write as outstanding (its
+  // idle path then cancels the call so that a client which stopped reading cannot hold it).
+  const grpc::StatusCode code = s->Finish().error_code();
+  EXPECT_TRUE(code == grpc::StatusCode::ABORTED || code == grpc::StatusCode::CANCELLED) << code;
   EXPECT_TRUE(backend_.WaitReleased(key));
 }
 

@@ -11,18 +11,13 @@
 #include "cuda_common.cuh"
 #include "prefill_params.cuh"
 #include "wgmma_ops.cuh"
+#include "wgmma_tile.cuh"
 
 namespace cab::attention::cuda::detail {
 namespace {
 
-constexpr int kD = 128, kBQ = 128, kThreads = 256;
-constexpr int kTileBytes = 128 * kD * 2;  // one 128 x 128 16-bit tile: two 64-column halves of 16 KB
-
-// Byte offset of 16-byte chunk `chunk` (0..15) of row `row` in a tile stored as two column halves
-// [2][rows][64], rows of 128 bytes, chunks XOR-swizzled by row % 8 (the wgmma 128-byte swizzle).
-__device__ __forceinline__ int TileOffset(int row, int chunk, int rows) {
-  return (chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-}
+using namespace wgmma_tile;  // kD, kBQ, TileOffset, TileOf, the softmax step and GEMM issue
+constexpr int kThreads = 256;
 
 // Normalises the output rows and writes them with 16-byte stores, staged (row-major, swizzled by
 // row) in the Q buffer, which every warpgroup has finished reading once the barrier passes.
@@ -55,14 +50,6 @@ __device__ __forceinline__ void WriteOutput(const float (&o)[kD / 2], float (&l)
     }
   }
 }
-
-// This CTA's (batch x head) index and its position among the query-block CTAs of one head (0 =
-// the heaviest, last query block), in the order KernelParams::head_major asks for.
-__device__ __forceinline__ void TileOf(const KernelParams& p, int& bh, int& row_cta) {
-  bh = static_cast<int>(p.head_major ? blockIdx.y : blockIdx.x);
-  row_cta = static_cast<int>(p.head_major ? blockIdx.x : blockIdx.y);
-}
-
 // kWG warpgroups of 64 query rows each: 2 covers a whole 128-row mask block; 1 takes half of it,
 // with a footprint small enough for two CTAs per SM (one's softmax then overlaps the other's GEMMs).
 template <typename T, int BK, int kWG>
@@ -233,78 +220,6 @@ __global__ void __launch_bounds__(128 * kWG, kWG == 1 ? 2 : 1) WgmmaPrefill(cons
 // that the loads of block t + 2 overlap both GEMMs. 224 KB of shared memory: one CTA per SM.
 // The softmax's exponential is one ex2.approx.ftz instruction (exp2f adds three for denormals);
 // kExactExp keeps exp2f, for comparison.
-
-template <int BK>
-__device__ __forceinline__ void MaskScores(float (&s)[BK / 2], int64_t k0, int64_t row0, int64_t n, bool causal,
-                                           int64_t first_row, int lane) {
-  if (!((k0 + BK > n) || (causal && k0 + BK - 1 > first_row))) return;
-#pragma unroll
-  for (int j = 0; j < BK / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t col = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
-      const int64_t row = row0 + (e >> 1) * 8;
-      if (col >= n || (causal && col > row)) s[j * 4 + e] = -INFINITY;
-    }
-  }
-}
-
-// Online-softmax step on a score tile: updates m and l, turns s into unnormalised probabilities
-// and returns the factor the running output must be scaled by (per row pair). kExactExp: exp2f
-// instead of the one-instruction flush-to-zero exponential (dev::SoftmaxExp2).
-template <int BK, bool kExactExp>
-__device__ __forceinline__ void SoftmaxStep(float (&s)[BK / 2], float (&m)[2], float (&l)[2], float (&alpha)[2],
-                                            float scale_log2) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < BK / 8; ++j) mx = fmaxf(mx, fmaxf(s[j * 4 + 2 * r], s[j * 4 + 2 * r + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float m_new = fmaxf(m[r], mx * scale_log2);
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;
-    alpha[r] = dev::SoftmaxExp2<kExactExp>(m[r] - m_use);
-    m[r] = m_new;
-    float sum = 0.f;
-#pragma unroll
-    for (int j = 0; j < BK / 8; ++j) {
-      s[j * 4 + 2 * r] = dev::SoftmaxExp2<kExactExp>(s[j * 4 + 2 * r] * scale_log2 - m_use);
-      s[j * 4 + 2 * r + 1] = dev::SoftmaxExp2<kExactExp>(s[j * 4 + 2 * r + 1] * scale_log2 - m_use);
-      sum += s[j * 4 + 2 * r] + s[j * 4 + 2 * r + 1];
-    }
-    l[r] = l[r] * alpha[r] + sum;
-  }
-}
-
-template <typename T, int BK>
-__device__ __forceinline__ void PackP(const float (&s)[BK / 2], uint32_t (&pa)[BK / 16][4]) {
-  using M = dev::Mma<T>;
-#pragma unroll
-  for (int kk = 0; kk < BK / 16; ++kk) {
-    pa[kk][0] = M::Pack(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
-    pa[kk][1] = M::Pack(s[(2 * kk) * 4 + 2], s[(2 * kk) * 4 + 3]);
-    pa[kk][2] = M::Pack(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
-    pa[kk][3] = M::Pack(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
-  }
-}
-
-template <typename T, int BK>
-__device__ __forceinline__ void IssueScores(float (&s)[BK / 2], const unsigned char* sQ, const unsigned char* tk, int wg) {
-#pragma unroll
-  for (int kk = 0; kk < kD / 16; ++kk) {
-    const int half = kk >> 2, off = (kk & 3) * 32;
-    const uint64_t da = dev::SmemDesc128B(sQ + half * kBQ * 128 + wg * 64 * 128 + off, 16, 1024);
-    const uint64_t db = dev::SmemDesc128B(tk + half * BK * 128 + off, 16, 1024);
-    dev::WgmmaSS<T, BK>::Run(s, da, db, kk > 0);
-  }
-}
-
-template <typename T, int BK>
-__device__ __forceinline__ void IssuePV(float (&o)[kD / 2], const uint32_t (&pa)[BK / 16][4], const unsigned char* tv) {
-#pragma unroll
-  for (int kk = 0; kk < BK / 16; ++kk) dev::WgmmaRS<T, kD>::Run(o, pa[kk], dev::SmemDesc128B(tv + kk * 2048, BK * 128, 1024));
-}
 
 template <typename T, bool kExactExp>
 __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const KernelParams p) {

@@ -281,12 +281,16 @@ absl::Status Prefill(const PrefillArgs& a, void* stream) {
   kp.head_major = a.order == TileOrder::kHeadMajor || (a.order == TileOrder::kAuto && head_major_fits);
   auto s = static_cast<cudaStream_t>(stream);
   const bool wgmma_fits = a.head_dim == 128 && a.block_size == 128;
-  const bool want_wgmma = a.kernel == PrefillKernel::kWgmma || a.kernel == PrefillKernel::kWgmmaSerial ||
+  const bool want_tma = a.kernel == PrefillKernel::kWgmmaTma || a.kernel == PrefillKernel::kWgmmaTmaNoPingPong;
+  const bool want_wgmma = want_tma || a.kernel == PrefillKernel::kWgmma || a.kernel == PrefillKernel::kWgmmaSerial ||
                           a.kernel == PrefillKernel::kWgmmaHalfBlock || a.kernel == PrefillKernel::kWgmmaExactExp;
   if (want_wgmma && !(wgmma_fits && detail::WgmmaAvailable())) {
     return absl::InvalidArgumentError("kernel: wgmma needs a compute capability 9.0 GPU, head_dim 128 and block_size 128");
   }
   if (a.kernel != PrefillKernel::kMmaSync && wgmma_fits && detail::WgmmaAvailable()) {
+    if (want_tma || (a.kernel == PrefillKernel::kAuto && detail::WgmmaTmaAvailable(kp))) {
+      return detail::LaunchWgmmaTma(kp, a.dtype, a.batch, a.kernel != PrefillKernel::kWgmmaTmaNoPingPong, s);
+    }
     detail::WgmmaVariant v = detail::WgmmaVariant::kPipelined;
     if (a.kernel == PrefillKernel::kWgmmaSerial) v = detail::WgmmaVariant::kSerial;
     if (a.kernel == PrefillKernel::kWgmmaHalfBlock) v = detail::WgmmaVariant::kHalfBlock;

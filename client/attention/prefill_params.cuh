@@ -36,4 +36,10 @@ enum class WgmmaVariant {
 };
 absl::Status LaunchWgmma(const KernelParams& kp, DType dtype, int batch, WgmmaVariant variant, cudaStream_t stream);
 
+// The warp-specialised wgmma kernel (prefill_wgmma_tma.cu): a producer warp loads the tiles with
+// TMA, two consumer warpgroups compute, optionally taking turns on the tensor cores (ping_pong).
+// Available where WgmmaAvailable() is, the driver encodes tensor maps and q, k, v are 16-byte aligned.
+bool WgmmaTmaAvailable(const KernelParams& kp);
+absl::Status LaunchWgmmaTma(const KernelParams& kp, DType dtype, int batch, bool ping_pong, cudaStream_t stream);
+
 }  // namespace cab::attention::cuda::detail

@@ -53,6 +53,7 @@ struct PrefillCase {
   bool causal = true;
   cuda::PrefillKernel kernel = cuda::PrefillKernel::kAuto;  // auto: wgmma for d128/b128 on Hopper
   cuda::TileOrder order = cuda::TileOrder::kAuto;            // auto: head-major
+  bool keep_diagonal = true;  // false: rows may keep no block at all (their output must be zeros)
 };
 // Short test names in ctest listings (the default prints the struct's bytes).
 void PrintTo(const PrefillCase& c, std::ostream* os) { *os << c.name; }
@@ -69,7 +70,7 @@ TEST_P(GpuPrefill, MatchesDoubleReference) {
   const HostTensor v = RandomTensor(rng, c.dtype, {c.batch, c.kv_heads, c.tokens, c.dim}, 1.f);
   const int blocks = (c.tokens + c.block - 1) / c.block;
   const BlockMask mask = c.keep_prob < 0 ? DenseMask(c.batch, c.q_heads, blocks, c.causal)
-                                         : RandomMask(rng, c.batch, c.q_heads, blocks, c.causal, c.keep_prob);
+                                         : RandomMask(rng, c.batch, c.q_heads, blocks, c.causal, c.keep_prob, c.keep_diagonal);
   Dev dq, dk, dv, dout, d1, d2;
   Upload(dq, q.bytes.data(), q.bytes.size());
   Upload(dk, k.bytes.data(), k.bytes.size());
@@ -167,7 +168,28 @@ INSTANTIATE_TEST_SUITE_P(
         PrefillCase{"exact_exp_pipelined_dense_fp16", DType::kF16, 1, 2, 2, 640, 128, 128, -1, true, true,
                     cuda::PrefillKernel::kWgmmaExactExp},
         PrefillCase{"head_major_half_block_fp16", DType::kF16, 2, 4, 1, 500, 128, 128, 0.5, false, true,
-                    cuda::PrefillKernel::kWgmmaHalfBlock, cuda::TileOrder::kHeadMajor}),
+                    cuda::PrefillKernel::kWgmmaHalfBlock, cuda::TileOrder::kHeadMajor},
+        // The warp-specialised TMA kernel (the default on Hopper, so the d128_b128 cases above run
+        // it too) with and without ping-pong: long rows wrap the 3 stages' barrier phases many times;
+        // empty rows; the other CTA order; non-causal; and the cp.async kernel it replaced.
+        PrefillCase{"tma_pingpong_dense_long_bf16", DType::kBF16, 1, 2, 2, 2100, 128, 128, -1, false, true,
+                    cuda::PrefillKernel::kWgmmaTma},
+        PrefillCase{"tma_pingpong_gqa_batch2_ragged_fp16", DType::kF16, 2, 4, 2, 700, 128, 128, 0.5, true, true,
+                    cuda::PrefillKernel::kWgmmaTma},
+        PrefillCase{"tma_pingpong_empty_rows_bf16", DType::kBF16, 1, 4, 2, 900, 128, 128, 0.3, false, true,
+                    cuda::PrefillKernel::kWgmmaTma, cuda::TileOrder::kAuto, false},
+        PrefillCase{"tma_pingpong_rows_order_bf16", DType::kBF16, 2, 4, 1, 500, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmmaTma, cuda::TileOrder::kRowsAcrossHeads},
+        PrefillCase{"tma_pingpong_non_causal_fp16", DType::kF16, 1, 2, 2, 650, 128, 128, 0.5, false, false,
+                    cuda::PrefillKernel::kWgmmaTma},
+        PrefillCase{"tma_no_pingpong_gqa_batch2_ragged_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmmaTmaNoPingPong},
+        PrefillCase{"tma_no_pingpong_dense_long_fp16", DType::kF16, 1, 2, 1, 1800, 128, 128, -1, true, true,
+                    cuda::PrefillKernel::kWgmmaTmaNoPingPong},
+        PrefillCase{"tma_no_pingpong_empty_rows_non_causal_bf16", DType::kBF16, 1, 2, 2, 500, 128, 128, 0.2, false,
+                    false, cuda::PrefillKernel::kWgmmaTmaNoPingPong, cuda::TileOrder::kAuto, false},
+        PrefillCase{"cpasync_pipelined_gqa_batch2_ragged_bf16", DType::kBF16, 2, 4, 2, 700, 128, 128, 0.5, false, true,
+                    cuda::PrefillKernel::kWgmma, cuda::TileOrder::kHeadMajor}),
     [](const ::testing::TestParamInfo<PrefillCase>& info) { return std::string(info.param.name); });
 
 struct DecodeCase {

@@ -19,12 +19,17 @@ namespace cab::attention::cuda {
 //  - FlexAttention: kv_num_blocks [B, mask_heads, M], kv_indices [B, mask_heads, M, max_k].
 // Set exactly one of row_offsets or kv_num_blocks.
 enum class PrefillKernel {
-  kAuto = 0,  // wgmma on compute capability 9.0 for head_dim 128 and block 128, else mma.sync
+  kAuto = 0,  // kWgmmaTma on compute capability 9.0 for head_dim 128 and block 128 (kWgmma where
+              // the tensor maps cannot be made), else mma.sync
   kMmaSync,   // warp-level tensor-core MMA (any head_dim / block the kernels take, sm_80+)
-  kWgmma,     // Hopper warpgroup MMA, softmax overlapped with the next GEMMs (an error where it does not apply)
+  kWgmma,     // Hopper warpgroup MMA, cp.async loads by every thread, softmax overlapped with the
+              // next GEMMs (an error where it does not apply); the default until round 3
   kWgmmaSerial,  // the same without the overlap, one GEMM at a time (for comparison and tests)
   kWgmmaHalfBlock,  // wgmma, one warpgroup per half mask block, two CTAs per multiprocessor
   kWgmmaExactExp,   // kWgmma with exp2f (denormal-exact) in the softmax instead of ex2.approx.ftz
+  kWgmmaTma,        // wgmma, warp-specialised: a producer warp loads K/V with TMA into mbarrier-guarded
+                    // stages; the two consumer warpgroups take turns on the tensor cores (ping-pong)
+  kWgmmaTmaNoPingPong,  // kWgmmaTma with the two warpgroups issuing GEMMs independently
 };
 // Order in which the wgmma kernels' CTAs (one per (batch, head, query block)) are launched. Both
 // take the heaviest (last, causal) query blocks first; they differ in what runs at the same time.

@@ -30,7 +30,7 @@ case "$mode" in
     {
       date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
       echo "== SASS of the kernels (tensor-core and local-memory instructions)"
-      cuobjdump -sass bundle-attention/bin/attention_bench 2>/dev/null | grep -oE "HGMMA|HMMA|LDL|STL|LDGSTS" | sort | uniq -c
+      cuobjdump -sass bundle-attention/bin/attention_bench 2>/dev/null | grep -oE "HGMMA|HMMA|LDL|STL|LDGSTS|UTMALDG|SYNCS[.A-Z]*" | sort | uniq -c
       echo "== GPU tests"
       timeout 180 bundle-attention/bin/attention_gpu_test --gtest_output=xml:"$out/gpu_tests.xml" 2>&1 | tail -40
       echo "gpu tests rc=${PIPESTATUS[0]}"

@@ -2,7 +2,8 @@
 // For each N: random bf16 Q/K/V [1, H, N, D] on the device; max-L2 block representatives computed
 // on the device; masks from the CAB predictor (CPU backend, in process; policy cab, or dense at
 // sparsity 0); each mask written in the FlexAttention layout (.npy) for flex_bench.py; then the
-// block-sparse prefill timed on the BSR mask (and once on the Flex layout). Also decode over
+// block-sparse prefill variants (kernels, CTA order, mask layout) checked against the default's
+// output and timed in alternating order. Also decode over
 // keep-indices (split-K) at the same N. Prints a table and writes CSV to --out.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -10,8 +11,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -176,12 +179,72 @@ double TimeMedianMs(Fn fn, int warmup, int reps) {
   return Median(ms);
 }
 
+// Runs every variant `warmup` times, then `reps` rounds in which each variant runs once, the
+// round's first variant rotating: no variant is always timed first or last (run 6 saw late-timed
+// variants lose 1-4%). Returns each variant's median.
+std::vector<double> TimeInterleavedMs(const std::vector<std::function<void()>>& fns, int warmup, int reps) {
+  const int nv = static_cast<int>(fns.size());
+  for (const auto& fn : fns) for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<cudaEvent_t> ev(2 * size_t(reps) * nv);
+  for (auto& e : ev) CHECK_CUDA(cudaEventCreate(&e));
+  for (int r = 0; r < reps; ++r) {
+    for (int j = 0; j < nv; ++j) {
+      const int v = (r + j) % nv;
+      CHECK_CUDA(cudaEventRecord(ev[2 * (size_t(r) * nv + v)]));
+      fns[v]();
+      CHECK_CUDA(cudaEventRecord(ev[2 * (size_t(r) * nv + v) + 1]));
+    }
+  }
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<double> med(nv);
+  for (int v = 0; v < nv; ++v) {
+    std::vector<float> ms(reps);
+    for (int r = 0; r < reps; ++r) {
+      CHECK_CUDA(cudaEventElapsedTime(&ms[r], ev[2 * (size_t(r) * nv + v)], ev[2 * (size_t(r) * nv + v) + 1]));
+    }
+    med[v] = Median(ms);
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  return med;
+}
+
 struct Buf {
   void* p = nullptr;
   explicit Buf(size_t n) { CHECK_CUDA(cudaMalloc(&p, n ? n : 1)); }
   ~Buf() { cudaFree(p); }
   template <typename T> T* as() const { return static_cast<T*>(p); }
 };
+
+// A prefill variant the benchmark times: its CSV column and its arguments.
+struct Variant {
+  const char* name;
+  cab::attention::cuda::PrefillArgs args;
+};
+const char* const kVariantColumns =
+    "ours_ms,tma_no_pingpong_ms,wgmma_cpasync_ms,wgmma_rows_ms,ours_flex_layout_ms,mma_sync_ms";
+
+// The last `tail` bf16 elements of a device array of `elems`, widened to float.
+std::vector<float> TailAsFloat(const void* dev, int64_t elems, int64_t tail) {
+  std::vector<uint16_t> raw(tail);
+  CHECK_CUDA(cudaMemcpy(raw.data(), static_cast<const char*>(dev) + (elems - tail) * 2, tail * 2, cudaMemcpyDeviceToHost));
+  std::vector<float> out(tail);
+  for (int64_t i = 0; i < tail; ++i) {
+    const uint32_t bits = uint32_t(raw[i]) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+  return out;
+}
+
+// ||got - want|| / ||want||.
+double RelL2(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
 
 // Prefill and decode of a small bf16 problem through every available attention backend; prints
 // each one's relative error against the CPU backend's output.
@@ -239,11 +302,12 @@ int main(int argc, char** argv) {
   auto backend = cab::MakeCpuBackend();
   const int H = f.heads, D = f.dim, BS = f.block;
   std::ofstream csv(f.out + "/attention_bench.csv");
-  csv << "n,sparsity,mask_source,density,kept_blocks,predict_ms_cpu,ours_ms,ours_flex_layout_ms,ours_tflops_kept,mma_sync_ms,wgmma_serial_ms,wgmma_rows_ms,wgmma_exact_exp_ms\n";
+  // Variant columns in the order main() builds them (see kVariantColumns).
+  csv << "n,sparsity,mask_source,density,kept_blocks,predict_ms_cpu,ours_tflops_kept,variants_max_rel_diff," << kVariantColumns << "\n";
   std::ofstream dcsv(f.out + "/decode_bench.csv");
   dcsv << "n,keep,q_heads,kv_heads,ms,gbps\n";
-  std::printf("%8s %6s %10s %8s %10s %10s %10s %12s %10s %10s %10s %10s\n", "N", "sparse", "masks", "density", "predict_ms", "ours_ms",
-              "flexlay_ms", "TFLOP/s kept", "mma.sync", "wgmma-ser", "rows-order", "exact-exp");
+  std::printf("%8s %6s %10s %8s %10s %12s %8s %10s %10s %10s %10s %10s %10s\n", "N", "sparse", "masks", "density", "predict_ms",
+              "TFLOP/s kept", "var.diff", "ours_ms", "tma-nopp", "cp.async", "rows-order", "flexlay_ms", "mma.sync");
   for (int64_t N : f.n) {
     const int M = static_cast<int>((N + BS - 1) / BS);
     const int64_t elems = int64_t(H) * N * D;
@@ -312,46 +376,61 @@ int main(int argc, char** argv) {
       a.batch = 1; a.q_heads = H; a.kv_heads = H; a.head_dim = D; a.tokens = N; a.block_size = BS;
       a.causal = true; a.mask_heads = H;
       a.row_offsets = doff.as<int64_t>(); a.col_indices = dcol.as<int32_t>();
-      auto run = [&] {
-        auto st = cab::attention::cuda::Prefill(a, nullptr);
-        if (!st.ok()) { std::fprintf(stderr, "prefill: %s\n", st.ToString().c_str()); std::exit(1); }
-      };
-      CHECK_CUDA(cudaMemset(o.p, 0xff, elems * 2));
-      const double ms = TimeMedianMs(run, f.warmup, f.reps);
-      // Every output written (the poison is NaN) and finite.
-      std::vector<uint16_t> ho(std::min<int64_t>(elems, 1 << 22));
-      CHECK_CUDA(cudaMemcpy(ho.data(), static_cast<char*>(o.p) + (elems - ho.size()) * 2, ho.size() * 2, cudaMemcpyDeviceToHost));
-      for (uint16_t x : ho) if ((x & 0x7f80) == 0x7f80) { std::fprintf(stderr, "non-finite output\n"); return 1; }
-      cab::attention::cuda::PrefillArgs af = a;
-      af.row_offsets = nullptr; af.col_indices = nullptr;
-      af.kv_num_blocks = dnum.as<int32_t>(); af.kv_indices = didx.as<int32_t>(); af.max_k = max_k;
-      const double ms_flex = TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(af, nullptr); }, 1, std::max(3, f.reps / 2));
-      cab::attention::cuda::PrefillArgs am = a;  // the portable mma.sync kernel, for comparison
-      am.kernel = cab::attention::cuda::PrefillKernel::kMmaSync;
-      const double ms_mma = TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(am, nullptr); }, 1, std::max(3, f.reps / 2));
-      am.kernel = cab::attention::cuda::PrefillKernel::kWgmmaSerial;  // wgmma without the softmax overlap
-      const bool serial_ok = cab::attention::cuda::Prefill(am, nullptr).ok();
-      const double ms_serial = serial_ok ? TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(am, nullptr); }, 1, std::max(3, f.reps / 2)) : -1;
-      // The CTA order of round 1 (one query block of every head at a time), for both wgmma variants;
-      // the default order is head-major. The half-block variant is no longer timed (run 4: slower).
-      cab::attention::cuda::PrefillArgs ar = a;
-      ar.order = cab::attention::cuda::TileOrder::kRowsAcrossHeads;
-      const bool rows_ok = cab::attention::cuda::Prefill(ar, nullptr).ok();
-      const double ms_rows = rows_ok ? TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(ar, nullptr); }, 1, f.reps) : -1;
-      // The default kernel with exp2f (denormal path) in the softmax instead of ex2.approx.ftz.
-      cab::attention::cuda::PrefillArgs ae = a;
-      ae.kernel = cab::attention::cuda::PrefillKernel::kWgmmaExactExp;
-      const bool exact_ok = cab::attention::cuda::Prefill(ae, nullptr).ok();
-      const double ms_exact = exact_ok ? TimeMedianMs([&] { (void)cab::attention::cuda::Prefill(ae, nullptr); }, 1, f.reps) : -1;
+      // The variants, each checked on the same output buffer (poisoned first) against the default's
+      // output on the last rows, then timed in alternating order (TimeInterleavedMs).
+      namespace acu = cab::attention::cuda;
+      std::vector<Variant> variants;
+      variants.push_back({"ours_ms", a});  // the default (kAuto)
+      acu::PrefillArgs av = a;
+      av.kernel = acu::PrefillKernel::kWgmmaTmaNoPingPong;
+      variants.push_back({"tma_no_pingpong_ms", av});
+      av.kernel = acu::PrefillKernel::kWgmma;  // the cp.async kernel (default of rounds 1-2)
+      variants.push_back({"wgmma_cpasync_ms", av});
+      av = a;
+      av.order = acu::TileOrder::kRowsAcrossHeads;  // the default kernel in round 1's CTA order
+      variants.push_back({"wgmma_rows_ms", av});
+      av = a;
+      av.row_offsets = nullptr; av.col_indices = nullptr;
+      av.kv_num_blocks = dnum.as<int32_t>(); av.kv_indices = didx.as<int32_t>(); av.max_k = max_k;
+      variants.push_back({"ours_flex_layout_ms", av});
+      av = a;
+      av.kernel = acu::PrefillKernel::kMmaSync;  // the portable kernel
+      variants.push_back({"mma_sync_ms", av});
+      std::string names;
+      for (const Variant& var : variants) names += std::string(names.empty() ? "" : ",") + var.name;
+      if (names != kVariantColumns) { std::fprintf(stderr, "variant columns out of date: %s\n", names.c_str()); return 1; }
+      // Every output written (the poison is NaN) and finite, and every variant agrees with the default.
+      const int64_t tail = std::min<int64_t>(elems, 1 << 22);
+      std::vector<float> want;
+      double worst = 0;
+      for (const Variant& var : variants) {
+        CHECK_CUDA(cudaMemset(o.p, 0xff, elems * 2));
+        const auto st = acu::Prefill(var.args, nullptr);
+        if (!st.ok()) { std::fprintf(stderr, "prefill %s: %s\n", var.name, st.ToString().c_str()); return 1; }
+        CHECK_CUDA(cudaDeviceSynchronize());
+        std::vector<float> got = TailAsFloat(o.p, elems, tail);
+        for (float x : got) if (!std::isfinite(x)) { std::fprintf(stderr, "%s: non-finite output\n", var.name); return 1; }
+        if (want.empty()) want = got;
+        worst = std::max(worst, RelL2(got, want));
+      }
+      if (!(worst < 1e-2)) { std::fprintf(stderr, "variants disagree: rel. error %.3e\n", worst); return 1; }
+      std::vector<std::function<void()>> fns;
+      for (const Variant& var : variants) fns.push_back([&var] { (void)cab::attention::cuda::Prefill(var.args, nullptr); });
+      const std::vector<double> t = TimeInterleavedMs(fns, f.warmup, f.reps);
       CHECK_CUDA(cudaGetLastError());
+      const double ms = t[0];
       const double kept = static_cast<double>(mask.kept());
       const double density = kept / (double(H) * M * (M + 1) / 2);
       const double tflops = 4.0 * D * BS * BS * kept / (ms * 1e-3) / 1e12;
-      std::printf("%8lld %6.2f %10s %8.4f %10.1f %10.3f %10.3f %12.1f %10.3f %10.3f %10.3f %10.3f\n", static_cast<long long>(N), s, source.c_str(),
-                  density, predict_ms, ms, ms_flex, tflops, ms_mma, ms_serial, ms_rows, ms_exact);
+      std::printf("%8lld %6.2f %10s %8.4f %10.1f %12.1f %8.1e", static_cast<long long>(N), s, source.c_str(), density,
+                  predict_ms, tflops, worst);
+      for (double x : t) std::printf(" %10.3f", x);
+      std::printf("\n");
       std::fflush(stdout);
-      csv << N << "," << s << "," << source << "," << density << "," << mask.kept() << "," << predict_ms << "," << ms << ","
-          << ms_flex << "," << tflops << "," << ms_mma << "," << ms_serial << "," << ms_rows << "," << ms_exact << "\n";
+      csv << N << "," << s << "," << source << "," << density << "," << mask.kept() << "," << predict_ms << "," << tflops
+          << "," << worst;
+      for (double x : t) csv << "," << x;
+      csv << "\n";
     }
     if (f.decode) {
       // Decode: one new query per head, GQA 4 (32 q heads over 8 kv heads), keep-indices spread

@@ -2,18 +2,19 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
+#include "coarsen_bulk.cuh"
 #include "coarsen_kernel.h"
+#include "coarsen_widen.cuh"
 #include "cuda_status.h"
 
 namespace cab::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float Widen(float v) { return v; }
-__device__ __forceinline__ float Widen(__half v) { return __half2float(v); }
-__device__ __forceinline__ float Widen(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // Loads VEC consecutive elements (16 bytes when VEC * sizeof(T) == 16) and widens them.
 template <typename T, int VEC>
@@ -162,8 +163,10 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
 // The common shapes (D * sizeof(T) / 16 = V lanes, V a power of two <= 32, blocks of <= 256 tokens):
 // one warp per (block m, batch*head), no __syncthreads. The warp holds 32 / V token groups; lane v of
 // each group owns channels [v*VEC, v*VEC+VEC) and keeps their sum / min / max in registers, folded
-// across groups by shuffles at the end. Many warps per SM keep enough loads in flight to stream Q
-// and K at memory speed (a CTA-per-block kernel with shared-memory reductions ran at ~1 TB/s).
+// across groups by shuffles at the end (a CTA-per-block kernel with shared-memory reductions ran at
+// ~1 TB/s; this one at 2.4 TB/s). Since run c3-2 the bulk-fed kernel (coarsen_bulk.cuh, same layout
+// and arithmetic, 2.7 TB/s) is the default for these shapes; this one is its fallback (an unaligned
+// pointer, a plan that does not fit the device) and CAB_CUDA_COARSEN=warp.
 constexpr int kWarpBlockTokens = 256;
 constexpr int kWarpsPerCta = 4;
 
@@ -271,6 +274,51 @@ absl::Status LaunchWarp(const CoarsenArgs& a, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+// Which streaming kernel the common shapes use: the bulk-fed one (default) or, with
+// CAB_CUDA_COARSEN=warp, the register-fed warp kernel; CAB_CUDA_COARSEN=bulk:W:S:KiB[:FLAGS] sets
+// the bulk kernel's warps per CTA, stages per warp and KiB per copy, FLAGS holding e (L2
+// evict-first hint) and p (the first, plain inner loop). For measurements; read once per process.
+struct StreamingChoice {
+  bool bulk = true;
+  BulkConfig cfg;
+};
+
+const StreamingChoice& Streaming() {
+  static const StreamingChoice choice = [] {
+    StreamingChoice c;
+    const char* env = std::getenv("CAB_CUDA_COARSEN");
+    if (env == nullptr || *env == '\0') return c;
+    if (std::strcmp(env, "warp") == 0) {
+      c.bulk = false;
+      return c;
+    }
+    int w = 0, st = 0, kib = 0;
+    char flags[8] = {};
+    const int got = std::sscanf(env, "bulk:%d:%d:%d:%7s", &w, &st, &kib, flags);
+    if (got >= 3 && w >= 1 && 32 * w <= kBulkMaxThreads && st >= 2 && kib >= 1) {
+      c.cfg.warps = w;
+      c.cfg.stages = st;
+      c.cfg.chunk_bytes = kib * 1024;
+      c.cfg.evict_first = got == 4 && std::strchr(flags, 'e') != nullptr;
+      c.cfg.fast = !(got == 4 && std::strchr(flags, 'p') != nullptr);
+    } else if (std::strcmp(env, "bulk") != 0) {
+      std::fprintf(stderr, "CAB_CUDA_COARSEN=%s not understood (warp | bulk | bulk:W:S:KiB[:e][p]); using bulk\n", env);
+    }
+    return c;
+  }();
+  return choice;
+}
+
+template <typename T, int VEC, int V>
+absl::Status LaunchStreaming(const CoarsenArgs& a, cudaStream_t stream) {
+  if (Streaming().bulk) {
+    bool launched = false;
+    CAB_RETURN_IF_ERROR((LaunchBulk<T, VEC, V>(a, Streaming().cfg, stream, &launched)));
+    if (launched) return absl::OkStatus();
+  }
+  return LaunchWarp<T, VEC, V>(a, stream);
+}
+
 template <typename T, int VEC, bool kShuffle>
 absl::Status Launch(const CoarsenArgs& a, cudaStream_t stream) {
   const int V = a.dim / VEC, NT = kThreads / V;
@@ -290,12 +338,12 @@ absl::Status Dispatch(const CoarsenArgs& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   if (a.dim % kVec == 0 && a.block_size <= kWarpBlockTokens) {
     switch (a.dim / kVec) {
-      case 1: return LaunchWarp<T, kVec, 1>(a, stream);
-      case 2: return LaunchWarp<T, kVec, 2>(a, stream);
-      case 4: return LaunchWarp<T, kVec, 4>(a, stream);
-      case 8: return LaunchWarp<T, kVec, 8>(a, stream);
-      case 16: return LaunchWarp<T, kVec, 16>(a, stream);
-      case 32: return LaunchWarp<T, kVec, 32>(a, stream);
+      case 1: return LaunchStreaming<T, kVec, 1>(a, stream);
+      case 2: return LaunchStreaming<T, kVec, 2>(a, stream);
+      case 4: return LaunchStreaming<T, kVec, 4>(a, stream);
+      case 8: return LaunchStreaming<T, kVec, 8>(a, stream);
+      case 16: return LaunchStreaming<T, kVec, 16>(a, stream);
+      case 32: return LaunchStreaming<T, kVec, 32>(a, stream);
       default: break;
     }
   }

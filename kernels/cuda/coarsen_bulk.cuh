@@ -1,0 +1,374 @@
+// Coarsening fed by the bulk copy engine (the default for the common shapes; see coarsen_kernel.cu).
+//
+// Why: the register-fed warp kernel (a warp per block, 16-byte loads 8 deep) streamed Q and K at
+// 2.4 TB/s: a warp has at most 4 KiB in flight and none while it folds, screens and re-measures,
+// and 82 registers per thread cap the warps per SM. Here loads do not live in registers: each warp
+// keeps a ring of `stages` shared-memory buffers filled by cp.async.bulk (one thread issues a
+// chunk of up to `chunk` whole token rows, contiguous in memory), so up to stages - 1 chunks per warp
+// are in flight while it computes on the oldest one, also across the end of a block.
+// Measured (H100, 128k, B=1, H=32, D=128, bf16, Q+K; notes/gpu-runs.md runs c3-1, c3-2): 0.90 ms
+// with the warp kernel, 0.80 ms here (block 64), 0.78 (block 128); a pure 2 GiB read takes 0.70 ms.
+// What decides the rate is how fast the warps consume, not bytes in flight: 8 warps per SM with the
+// first inner loop ran at 0.98 ms whatever the stages, 12-16 warps or the leaner loop at 0.80.
+//
+// Work: a persistent grid; warp w of the grid takes blocks (items) w, w + warps, ... so that at any
+// moment the grid reads one contiguous window of the tensor. Inside a chunk the layout is the warp
+// kernel's: G = 32 / V token groups of V lanes, lane v owning channels [v*VEC, v*VEC + VEC), token t
+// on group t % G (chunks hold a multiple of G tokens, so every group sums the same tokens in the same
+// order as the warp kernel: identical means).
+//
+// Max-L2 pick, incrementally per chunk: fp32 norms screen, and every token whose norm is within 0.1%
+// of the running maximum (this chunk included) is re-measured in double from shared memory (the
+// CPU's arithmetic, the warp kernel's summation order) while its chunk is resident; the largest
+// exact norm wins, ties to the lower index (tokens are visited in ascending order). The running
+// maximum never exceeds the block's, so the winner (within fp32 error of the block's maximum) is
+// always re-measured: the same answer as screening against the whole block's maximum.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bulk_copy.cuh"
+#include "coarsen_kernel.h"
+#include "coarsen_widen.cuh"
+#include "cuda_status.h"
+
+namespace cab::cuda {
+
+constexpr int kBulkMaxThreads = 512;
+
+// Shapes of one launch, computed on the host; offsets are into the dynamic shared memory.
+struct BulkPlan {
+  int blocks = 0;        // M
+  int64_t items = 0;     // B * H * M
+  int stages = 0;        // ring length per warp
+  int chunk = 0;         // tokens per copy (a multiple of G)
+  uint32_t stage_bytes = 0, norm_off = 0, rep_off = 0, bar_off = 0, smem_bytes = 0;
+  bool evict_first = false;
+  bool fast = true;  // false: the first version of the inner loop (see BulkCoarsenKernel)
+};
+
+// Tunables (CAB_CUDA_COARSEN selects them for measurements; see coarsen_kernel.cu).
+struct BulkConfig {
+  // Measured best with 9 other plans at 128k (run c3-2): two CTAs of 8 warps per SM, 6 KiB copies.
+  int warps = 8;               // per CTA
+  int stages = 2;              // per warp
+  int chunk_bytes = 6 * 1024;  // target bytes per copy
+  bool evict_first = false;
+  bool fast = true;  // false: the first version of the inner loop (see BulkCoarsenKernel)
+};
+
+// A lane's VEC output channels, as 16-byte stores where VEC allows (outputs are 16-byte aligned:
+// every row starts at a multiple of D floats, and D is a multiple of VEC).
+template <int VEC>
+__device__ __forceinline__ void StoreChannels(float* dst, const float (&v)[VEC]) {
+  if constexpr (VEC % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < VEC; i += 4) *reinterpret_cast<float4*>(dst + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = v[i];
+  }
+}
+
+// Adds one 16-byte word of a token (VEC elements of this lane's channels) to the running channel
+// statistics; returns the word's partial squared norm (fp32, for screening only).
+template <typename T, int VEC>
+__device__ __forceinline__ float Accumulate(const uint4& raw, float (&sum)[VEC], float (&mn)[VEC], float (&mx)[VEC]) {
+  const T* ev = reinterpret_cast<const T*>(&raw);
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    const float e = Widen(ev[i]);
+    sum[i] += e;
+    mn[i] = fminf(mn[i], e);
+    mx[i] = fmaxf(mx[i], e);
+    sq = fmaf(e, e, sq);
+  }
+  return sq;
+}
+
+// The squared norms of 4 tokens whose partial sums x[u] are spread over the V lanes of a group, in
+// 3 + log2(V / 4) shuffles instead of 4 log2(V): two halving steps exchange only the values the
+// partner keeps (a reduce-scatter), then a butterfly. Afterwards each lane holds token u =
+// (v & V/4 ? 1 : 0) + (v & V/2 ? 2 : 0), as does every lane with the same two bits. Needs V >= 4.
+// The summation order differs from a butterfly per token; these norms only screen (see above).
+template <int V>
+__device__ __forceinline__ float ReduceScatter4(const float (&x)[4], int v, unsigned mask, int* u) {
+  const bool hi = (v & (V / 2)) != 0, lo = (v & (V / 4)) != 0;
+  const float y0 = (hi ? x[2] : x[0]) + __shfl_xor_sync(mask, hi ? x[0] : x[2], V / 2, V);
+  const float y1 = (hi ? x[3] : x[1]) + __shfl_xor_sync(mask, hi ? x[1] : x[3], V / 2, V);
+  float z = (lo ? y1 : y0) + __shfl_xor_sync(mask, lo ? y0 : y1, V / 4, V);
+#pragma unroll
+  for (int off = V / 8; off > 0; off >>= 1) z += __shfl_xor_sync(mask, z, off, V);
+  *u = (lo ? 1 : 0) + (hi ? 2 : 0);
+  return z;
+}
+
+// kFast (the default): full rounds of 4 token rows per group without guards and with the norms
+// reduced by ReduceScatter4, 32-bit block indices, chunk maxima kept in registers. Otherwise the
+// first version (every row guarded, a butterfly per row), kept for comparison (CAB_CUDA_COARSEN).
+template <typename T, int VEC, int V, bool kFast>
+__global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenArgs a, BulkPlan p) {
+  constexpr int G = 32 / V;  // token groups per warp
+  constexpr int D = V * VEC;  // this path is chosen only when a.dim == V * VEC
+  constexpr int kRowBytes = D * static_cast<int>(sizeof(T));
+  constexpr int kUnroll = 4;  // token rows per group loaded before the first is used
+  constexpr bool kScatter = kFast && V >= 4;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / V, v = lane % V;
+
+  unsigned char* ring = smem + static_cast<size_t>(warp) * p.stages * p.stage_bytes;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + p.bar_off) + warp * p.stages;
+  float* norm = reinterpret_cast<float*>(smem + p.norm_off) + warp * p.chunk;
+  float* rep = reinterpret_cast<float*>(smem + p.rep_off) + warp * D;
+  if (lane == 0) {
+    for (int s = 0; s < p.stages; ++s) bulk::InitBarrier(&bars[s]);
+    bulk::FenceBarrierInit();
+  }
+  __syncwarp();
+
+  const T* x = static_cast<const T*>(a.x);
+  // The host guarantees items < 2^31, so block indices stay in 32 bits (cheap division).
+  const int stride = static_cast<int>(gridDim.x) * W;
+  const int first_item = static_cast<int>(blockIdx.x) * W + warp;
+  const int items = static_cast<int>(p.items);
+  const uint64_t policy = p.evict_first ? bulk::EvictFirstPolicy() : 0;
+  auto tokens_of = [&](int m) {
+    const int64_t left = a.tokens - static_cast<int64_t>(m) * a.block_size;
+    return static_cast<int>(left < a.block_size ? left : a.block_size);
+  };
+
+  // Producer cursor, kept by every lane (uniform), used by lane 0: the next chunk to copy.
+  int p_item = first_item, p_tok = 0;
+  int p_m = p_item % p.blocks, p_bh = p_item / p.blocks;
+  auto issue = [&](int s) {
+    const int cnt = tokens_of(p_m);
+    const int n = min(p.chunk, cnt - p_tok);
+    if (lane == 0) {
+      const T* src = x + (static_cast<int64_t>(p_bh) * a.tokens + static_cast<int64_t>(p_m) * a.block_size + p_tok) * D;
+      bulk::CopyToShared(ring + static_cast<size_t>(s) * p.stage_bytes, src, static_cast<uint32_t>(n * kRowBytes),
+                         &bars[s], p.evict_first, policy);
+    }
+    p_tok += p.chunk;
+    if (p_tok >= cnt) {
+      p_tok = 0;
+      p_item += stride;
+      p_m = p_item % p.blocks;
+      p_bh = p_item / p.blocks;
+    }
+  };
+  for (int s = 0; s < p.stages && p_item < items; ++s) issue(s);
+
+  const unsigned group_mask = V == 32 ? 0xffffffffu : ((1u << V) - 1u) << (g * V);
+  int s = 0;
+  uint32_t parity = 0;
+  for (int item = first_item; item < items; item += stride) {
+    const int m = item % p.blocks, bh = item / p.blocks;
+    const int cnt = tokens_of(m);
+    float sum[VEC], mn[VEC], mx[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) { sum[i] = 0.f; mn[i] = FLT_MAX; mx[i] = -FLT_MAX; }
+    float screen = 0.f, bv = -1.f;
+
+    for (int t0 = 0; t0 < cnt; t0 += p.chunk) {
+      const int n = min(p.chunk, cnt - t0);
+      bulk::Wait(&bars[s], parity);
+      const T* buf = reinterpret_cast<const T*>(ring + static_cast<size_t>(s) * p.stage_bytes);
+      if (t0 == 0) {  // the first token stands in until one is re-measured (the warp kernel's default)
+        for (int d = lane; d < D; d += 32) rep[d] = Widen(buf[d]);
+      }
+      const T* mine = buf + g * D + v * VEC;  // this lane's word of its group's first row
+      const int trips = (n - g + G - 1) / G;  // rows of this group in the chunk; same for its lanes
+      float cm = 0.f;                         // largest squared norm this lane has seen in the chunk
+      int r0 = 0;
+      if constexpr (kFast) {
+        for (; r0 + kUnroll <= trips; r0 += kUnroll) {
+          uint4 raw[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) raw[u] = *reinterpret_cast<const uint4*>(mine + (r0 + u) * G * D);
+          float sq[kUnroll];
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) sq[u] = Accumulate<T, VEC>(raw[u], sum, mn, mx);
+          if constexpr (kScatter) {
+            int u = 0;
+            const float z = ReduceScatter4<V>(sq, v, group_mask, &u);
+            if (v % (V / 4) == 0) norm[g + (r0 + u) * G] = z;
+            cm = fmaxf(cm, z);
+          } else {
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+              for (int off = V / 2; off > 0; off >>= 1) sq[u] += __shfl_xor_sync(group_mask, sq[u], off, V);
+              if (v == 0) norm[g + (r0 + u) * G] = sq[u];
+              cm = fmaxf(cm, sq[u]);
+            }
+          }
+        }
+      }
+      // The rest (all of it in the first version), guarded row by row.
+      for (; r0 < trips; r0 += kUnroll) {
+        uint4 raw[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          if (r0 + u < trips) raw[u] = *reinterpret_cast<const uint4*>(mine + (r0 + u) * G * D);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          if (r0 + u < trips) {
+            float sq = Accumulate<T, VEC>(raw[u], sum, mn, mx);
+#pragma unroll
+            for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
+            if (v == 0) norm[g + (r0 + u) * G] = sq;
+            cm = fmaxf(cm, sq);
+          }
+        }
+      }
+      __syncwarp();
+
+      if constexpr (!kFast) {
+        cm = 0.f;
+        for (int t = lane; t < n; t += 32) cm = fmaxf(cm, norm[t]);
+      }
+      for (int off = 16; off > 0; off >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, off));
+      screen = fmaxf(screen, cm);
+      const float threshold = screen * (1.f - 1e-3f);
+      for (int tb = 0; tb < n; tb += 32) {
+        unsigned cand = __ballot_sync(0xffffffffu, tb + lane < n && !(norm[tb + lane] < threshold));
+        while (cand) {  // uniform across the warp, ascending token order
+          const int c = tb + __ffs(cand) - 1;
+          cand &= cand - 1;
+          const T* row = buf + c * D;
+          double s2 = 0.0;
+          for (int d = lane; d < D; d += 32) {
+            const double e = Widen(row[d]);
+            s2 += e * e;
+          }
+          for (int off = 16; off > 0; off >>= 1) s2 += __shfl_xor_sync(0xffffffffu, s2, off);
+          const float exact = static_cast<float>(s2);
+          if (exact > bv) {
+            bv = exact;
+            for (int d = lane; d < D; d += 32) rep[d] = Widen(row[d]);
+          }
+        }
+      }
+      __syncwarp();  // every lane is done with this stage: refill it
+      if (p_item < items) issue(s);
+      if (++s == p.stages) { s = 0; parity ^= 1; }
+    }
+
+#pragma unroll
+    for (int off = V; off < 32; off <<= 1) {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+        mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
+      }
+    }
+    __syncwarp();  // rep is complete
+    const int64_t row_out = static_cast<int64_t>(bh) * p.blocks + m;
+    if (g == 0) {
+      const int64_t out = row_out * D + v * VEC;
+      float r[VEC];
+      const float inv = 1.f / static_cast<float>(cnt);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        r[i] = rep[v * VEC + i];
+        sum[i] *= inv;
+      }
+      StoreChannels<VEC>(a.maxl2 + out, r);
+      if (a.mean) StoreChannels<VEC>(a.mean + out, sum);
+      if (a.kmin) StoreChannels<VEC>(a.kmin + out, mn);
+      if (a.kmax) StoreChannels<VEC>(a.kmax + out, mx);
+    }
+    if (lane == 0) {
+      if (a.best_norm2) a.best_norm2[row_out] = bv;
+      if (a.count) a.count[row_out] = cnt;
+    }
+    __syncwarp();  // rep is read before the next block may overwrite it
+  }
+}
+
+// CTAs of `kernel` resident per SM on the current device with this shared memory, cached per
+// (kernel, device, threads, bytes) so a launch costs no occupancy query; also raises the kernel's
+// dynamic shared-memory limit there (an attribute of each kernel on each device: the key must name
+// the kernel, or a second instantiation with the same bytes would launch without it). 0: it does
+// not fit.
+template <typename Kernel>
+absl::StatusOr<int> ResidentCtas(Kernel kernel, int threads, uint32_t smem) {
+  struct Entry { const void* kernel; int device, threads; uint32_t smem; int ctas; };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  const void* key = reinterpret_cast<const void*>(kernel);
+  int device = 0;
+  CAB_CUDA_RETURN(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  for (const Entry& e : cache) {
+    if (e.kernel == key && e.device == device && e.threads == threads && e.smem == smem) return e.ctas;
+  }
+  int optin = 0, ctas = 0;
+  CAB_CUDA_RETURN(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (smem <= static_cast<uint32_t>(optin)) {
+    CAB_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    CAB_CUDA_RETURN(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, smem));
+  }
+  cache.push_back({key, device, threads, smem, ctas});
+  return ctas;
+}
+
+inline uint32_t RoundUp(uint32_t v, uint32_t to) { return (v + to - 1) / to * to; }
+
+// Launches the bulk-fed kernel; *launched = false (and nothing runs) when the plan does not fit
+// on this device, so the caller falls back to the register-fed kernel.
+template <typename T, int VEC, int V>
+absl::Status LaunchBulk(const CoarsenArgs& a, const BulkConfig& cfg, cudaStream_t stream, bool* launched) {
+  constexpr int G = 32 / V;
+  constexpr uint32_t kRowBytes = V * 16;
+  *launched = false;
+  // The copy engine reads 16-byte aligned rows; the outputs are written as 16-byte vectors.
+  for (const void* ptr : {static_cast<const void*>(a.x), static_cast<const void*>(a.maxl2), static_cast<const void*>(a.mean),
+                          static_cast<const void*>(a.kmin), static_cast<const void*>(a.kmax)}) {
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return absl::OkStatus();
+  }
+  BulkPlan p;
+  p.blocks = a.blocks();
+  p.items = static_cast<int64_t>(a.batch) * a.heads * p.blocks;
+  if (p.items > (int64_t{1} << 30)) return absl::OkStatus();  // the kernel indexes blocks in 32 bits
+  const int block_groups = (a.block_size + G - 1) / G * G;
+  // Tokens per copy: whole rounds of 4 rows per group where the target allows, else whole groups.
+  const int rows = static_cast<int>(cfg.chunk_bytes / kRowBytes);
+  int chunk = rows >= 4 * G ? rows / (4 * G) * (4 * G) : rows / G * G;
+  chunk = chunk < G ? G : chunk;
+  p.chunk = chunk < block_groups ? chunk : block_groups;
+  p.stages = cfg.stages < 2 ? 2 : cfg.stages;
+  p.evict_first = cfg.evict_first;
+  const int warps = cfg.warps;
+  p.stage_bytes = RoundUp(static_cast<uint32_t>(p.chunk) * kRowBytes, 128);
+  p.norm_off = warps * p.stages * p.stage_bytes;
+  p.rep_off = RoundUp(p.norm_off + warps * p.chunk * 4, 16);
+  p.bar_off = RoundUp(p.rep_off + warps * V * VEC * 4, 8);
+  p.smem_bytes = p.bar_off + warps * p.stages * 8;
+  auto kernel = cfg.fast ? BulkCoarsenKernel<T, VEC, V, true> : BulkCoarsenKernel<T, VEC, V, false>;
+  const int threads = 32 * warps;
+  auto ctas = ResidentCtas(kernel, threads, p.smem_bytes);
+  if (!ctas.ok()) return ctas.status();
+  if (*ctas == 0) return absl::OkStatus();
+  int device = 0, sms = 0;
+  CAB_CUDA_RETURN(cudaGetDevice(&device));
+  CAB_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t needed = (p.items + warps - 1) / warps;
+  const int64_t resident = static_cast<int64_t>(sms) * *ctas;
+  const unsigned grid = static_cast<unsigned>(needed < resident ? needed : resident);
+  kernel<<<grid, threads, p.smem_bytes, stream>>>(a, p);
+  CAB_CUDA_LAUNCHED("coarsen (bulk)");
+  *launched = true;
+  return absl::OkStatus();
+}
+
+}  // namespace cab::cuda

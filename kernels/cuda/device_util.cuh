@@ -21,6 +21,11 @@ __device__ __forceinline__ uint32_t OrderKey(float v) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Inverse of OrderKey for keys of finite values.
+__device__ __forceinline__ float FromOrderKey(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
 __device__ __forceinline__ int CandidateCount(const DeviceMaskParams& p, int blocks, int row) {
   return p.causal ? row + 1 : blocks;
 }

@@ -8,32 +8,10 @@
 
 #include "cuda_status.h"
 #include "device_util.cuh"
+#include "select_internal.cuh"
 
 namespace cab::cuda {
 namespace {
-
-__device__ __forceinline__ float Affinity(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int i, int j) {
-  if (j >= CandidateCount(p, g.blocks, i)) return 0.f;
-  const int64_t row = head_row0 + i;
-  return expf(g.scores[row * g.blocks + j] - g.row_max[row]) * g.row_inv[row];
-}
-
-// F of edge (i, j), computed as the CPU does with the lower index first.
-__device__ float EdgeCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int a, int b, int t) {
-  const int i = min(a, b), j = max(a, b);
-  const float di = static_cast<float>(g.degree[head_row0 + i]), dj = static_cast<float>(g.degree[head_row0 + j]);
-  const float dmax = fmaxf(di, dj), dmin = fminf(di, dj);
-  const float tf = static_cast<float>(t);
-  switch (p.curvature) {
-    case static_cast<int>(CurvatureKind::kBalanced):
-      return 2.f / di + 2.f / dj - 2.f + 2.f * tf / dmax + tf / dmin;
-    case static_cast<int>(CurvatureKind::kForman):
-      return 4.f - di - dj + 3.f * tf;
-    case static_cast<int>(CurvatureKind::kDirectRedundancy):
-      return fmaxf(Affinity(g, p, head_row0, i, j), Affinity(g, p, head_row0, j, i)) - p.lambda * tf / dmax;
-  }
-  return __int_as_float(0x7fc00000);
-}
 
 struct RowState {
   uint32_t* row_bits;  // [W] the row's adjacency
@@ -82,16 +60,6 @@ __device__ int CollectEdges(const GraphBuffers& g, const DeviceMaskParams& p, in
   }
   __syncthreads();
   return e;
-}
-
-__device__ __forceinline__ bool IsTaken(const uint32_t* taken, int j) { return (taken[j / 32] >> (j % 32)) & 1u; }
-
-// Thread 0 only: adds j when it is a candidate, untaken and the count is under `budget`.
-__device__ __forceinline__ bool AddSerial(uint32_t* taken, int* size, int budget, int n, int j) {
-  if (j < 0 || j >= n || IsTaken(taken, j) || *size >= budget) return false;
-  taken[j / 32] |= 1u << (j % 32);
-  ++*size;
-  return true;
 }
 
 // Adds the first untaken entries of `order` (len entries, best first) until `*size` reaches budget.
@@ -196,13 +164,8 @@ __global__ void __launch_bounds__(kRowThreads) SelectKernel(GraphBuffers g, Devi
     }
   } else {
     const int k = ClampedBudgetDevice(p, M, i);
-    if (tid == 0) AddSerial(st.taken, &size, k, n, i);  // every policy keeps the diagonal
+    if (tid == 0) SeedRowSerial(p, st.taken, &size, i, n, k);  // diagonal, sinks, local window
     if (p.policy == static_cast<int>(MaskPolicy::kCab)) {
-      const int local = max(1, min(k, static_cast<int>(llround(static_cast<double>(p.local_ratio) * k))));
-      if (tid == 0) {
-        for (int j = 0; j < p.sink_blocks && size < local; ++j) AddSerial(st.taken, &size, local, n, j);
-        for (int j = i - 1; j >= 0 && j >= i - p.local_blocks && size < local; --j) AddSerial(st.taken, &size, local, n, j);
-      }
       __syncthreads();
       const int bridges = min(static_cast<int>(llround(static_cast<double>(p.bridge_ratio) * k)), k - size);
       if (bridges > 0) {
@@ -317,6 +280,7 @@ absl::Status LaunchDenseCurvature(const GraphBuffers& g, const DeviceMaskParams&
 
 absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int row_begin, int rows, uint32_t* keep,
                           cudaStream_t stream) {
+  if (WarpSelectApplies(p)) return LaunchWarpSelect(g, p, row_begin, rows, keep, stream);
   // Causal cab: a row's candidate edges (j < i) are only its own r picks (an earlier block cannot
   // pick a later one), so r slots suffice and the kernel keeps high occupancy. Otherwise (adaptive
   // sorts the whole row; a non-causal row may have up to M edges) the row's full width.

@@ -9,19 +9,10 @@
 
 #include "cuda_status.h"
 #include "device_util.cuh"
+#include "top_lists_internal.cuh"
 
 namespace cab::cuda {
 namespace {
-
-__device__ __forceinline__ int RowTopCount(const DeviceMaskParams& p, int blocks, int row, bool graph_only) {
-  const int support = CandidateCount(p, blocks, row);
-  int want = p.degree + 1;
-  const bool ranked = p.policy == static_cast<int>(MaskPolicy::kCab) ||
-                      p.policy == static_cast<int>(MaskPolicy::kMagnitude) ||
-                      p.policy == static_cast<int>(MaskPolicy::kQuest);
-  if (!graph_only && ranked) want = max(want, RowBudgetDevice(p, row));
-  return min(support, want);
-}
 
 // dynamic shared memory: keys u32 [M], cand u64 [pow2 >= top_stride]
 __global__ void __launch_bounds__(kRowThreads) TopListKernel(GraphBuffers g, DeviceMaskParams p, bool graph_only,
@@ -143,11 +134,6 @@ __global__ void __launch_bounds__(kRowThreads) TopListKernel(GraphBuffers g, Dev
 constexpr int kWarpsPerRowBlock = kRowThreads / 32;
 constexpr int kWarpTopListMaxBlocks = 1024;  // above this the CTA-per-row kernel is faster (measured)
 
-// Inverse of OrderKey for finite values (S is finite: inputs are validated).
-__device__ __forceinline__ float FromOrderKey(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
-
 // The same row pass with one warp per row (4 rows per CTA): only __syncwarp between the steps, and
 // the picks are compacted in j order with ballots instead of shared atomics. Lists longer than
 // kRankSortMax, rows that do not fit shared memory and M > kWarpTopListMaxBlocks use TopListKernel.
@@ -258,13 +244,17 @@ __global__ void __launch_bounds__(kRowThreads) WarpTopListKernel(GraphBuffers g,
   if (lane == 0) g.top_count[row] = K;
 }
 
-// CAB_CUDA_TOPLISTS=block forces the CTA-per-row kernel everywhere (for benchmarks comparing the two).
-bool UseWarpTopLists() {
-  static const bool warp = [] {
+// CAB_CUDA_TOPLISTS picks the kernel for benchmarks comparing them: unset or "threshold" (the
+// default, top_lists_threshold.cu), "warp" (WarpTopListKernel up to M = 1024) or "block"
+// (TopListKernel everywhere).
+enum class TopListKind { kThreshold, kWarp, kBlock };
+TopListKind TopListKindFromEnv() {
+  static const TopListKind kind = [] {
     const char* e = std::getenv("CAB_CUDA_TOPLISTS");
-    return e == nullptr || std::string(e) != "block";
+    const std::string v = e ? e : "";
+    return v == "block" ? TopListKind::kBlock : v == "warp" ? TopListKind::kWarp : TopListKind::kThreshold;
   }();
-  return warp;
+  return kind;
 }
 
 }  // namespace
@@ -286,6 +276,10 @@ int TopCapacity(const DeviceMaskParams& p, int blocks) {
 }
 
 absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, cudaStream_t stream) {
+  const TopListKind kind = TopListKindFromEnv();
+  if (kind == TopListKind::kThreshold && g.top_stride <= kThresholdTopListMaxK) {
+    return LaunchThresholdTopLists(g, p, graph_only, stream);
+  }
   const int capacity = NextPow2(g.top_stride);
   {
     const int key_stride = (g.blocks + 1) & ~1;  // keeps every warp's keys 8-byte aligned
@@ -294,7 +288,7 @@ absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bo
     // Measured on an H100 (notes/gpu-runs.md run 6): the warp kernel takes 0.123 ms where the CTA
     // kernel takes 0.191 at M = 1024 (32 heads), but 0.531 vs 0.497 at M = 2048, where 64 keys per
     // lane and 40 KiB of shared memory per CTA cost more than the barriers it saves.
-    if (UseWarpTopLists() && g.blocks <= kWarpTopListMaxBlocks && g.top_stride <= kRankSortMax &&
+    if (kind != TopListKind::kBlock && g.blocks <= kWarpTopListMaxBlocks && g.top_stride <= kRankSortMax &&
         warp_smem <= 100 * 1024) {
       if (warp_smem > 48 * 1024) {
         CAB_CUDA_RETURN(cudaFuncSetAttribute(WarpTopListKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -1,0 +1,234 @@
+// Top lists by a sampled threshold: the default row pass over S (SPEC 2), one warp per row, no
+// shared-memory atomics. Same outputs as TopListKernel (top_lists.cu): row max, 1 / sum exp, and the
+// row's K strongest blocks ordered by (S desc, j asc).
+//
+// Why: the radix-select kernels spent most of their time in shared atomics that all land in one
+// bin (a row's scores share their exponent byte), four passes a row (0.50 ms at M = 2048, 32 heads,
+// where reading the causal half of S takes 0.09 ms). Here:
+//  1. one pass over the row: the max, and the maximum of each group of a lane's scores (G groups
+//     per lane, float max only: this pass is the most frequent code and ncu showed the kernel
+//     bound by integer issue, so nothing else happens per element);
+//  2. T = about the K-th largest of those 32 G group maxima, by a bitwise search over warp
+//     reductions on the top 16 key bits. The group maxima are scores, K of them are >= T, so the
+//     row has at least K scores >= T, and every one of its K best is >= T; usually few more are;
+//  3. a second pass (the row is still in L1/L2): the softmax sum, and the scores >= T compacted
+//     with ballots;
+//  4. their order (S desc, j asc) by a bitonic sort in shared memory (keys carry j: distinct).
+// When more scores than the buffer holds are >= T (long runs of equal scores), the exact K-th key
+// is found by a bitwise search over the whole row, and ties are taken lowest j first.
+#include <cstdlib>
+#include <string>
+
+#include "cuda_status.h"
+#include "top_lists_internal.cuh"
+
+namespace cab::cuda {
+namespace {
+
+constexpr int kUnroll = 4;  // loads in flight per lane
+constexpr unsigned kFull = 0xffffffffu;
+
+// The largest t, a multiple of 2^low_bit, with count(key >= t) >= K over the warp's keys, where
+// `count_at_least(t)` is this lane's count. low_bit = 0: the K-th largest key. Every lane gets
+// the same answer.
+template <typename CountAtLeast>
+__device__ __forceinline__ uint32_t KthLargestKey(int K, int low_bit, CountAtLeast count_at_least) {
+  uint32_t t = 0;
+  for (int bit = 31; bit >= low_bit; --bit) {
+    const uint32_t c = t | (1u << bit);
+    if (static_cast<int>(__reduce_add_sync(kFull, count_at_least(c))) >= K) t = c;
+  }
+  return t;
+}
+
+// Candidates are kept as (score bits, j): cheap to write in the row pass, where most lanes take
+// nothing. SortKey turns one into a key whose ascending order is (S desc, j asc); keys carry j, so
+// they are distinct.
+__device__ __forceinline__ uint64_t Candidate(float v, int j) {
+  return (static_cast<uint64_t>(__float_as_uint(v)) << 32) | static_cast<uint32_t>(j);
+}
+__device__ __forceinline__ uint64_t SortKey(uint64_t candidate) {
+  const uint32_t key = OrderKey(__uint_as_float(static_cast<uint32_t>(candidate >> 32)));
+  return (static_cast<uint64_t>(~key) << 32) | (candidate & 0xffffffffu);
+}
+
+// Sorts the n candidates (n <= cap, a power of two) into (S desc, j asc) order in place, by a
+// warp-wide bitonic network in shared memory: O(n log^2 n) work and no registers held, where
+// ranking every candidate against every other (the first version) cost n^2 / 32 compares per lane
+// and was 29% of the kernel's instructions (ncu, M = 2048); a register network made the kernel
+// hold 80 registers (half the warps).
+__device__ __forceinline__ void WarpSortCandidates(uint64_t* cand, int n) {
+  const int lane = threadIdx.x % 32;
+  const int padded = NextPow2(max(n, 2));
+  for (int i = lane; i < padded; i += 32) cand[i] = i < n ? SortKey(cand[i]) : ~0ull;
+  for (int size = 2; size <= padded; size <<= 1) {
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+      __syncwarp();
+      for (int t = lane; t < padded / 2; t += 32) {
+        const int lo = 2 * t - (t & (stride - 1)), hi = lo + stride;
+        const uint64_t a = cand[lo], b = cand[hi];
+        if ((a > b) == ((lo & size) == 0)) {
+          cand[lo] = b;
+          cand[hi] = a;
+        }
+      }
+    }
+  }
+  __syncwarp();
+}
+
+// One row, by one warp, with G groups per lane (32 G >= 2 K for short lists; see the kernel).
+template <int G>
+__device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row, int L, int K, uint64_t* cand,
+                                             int cap) {
+  const int lane = threadIdx.x % 32;
+  const float* s = g.scores + row * g.blocks;
+  // 1. Lane l holds j = l + 32 t for t < per_lane; group q holds t in [q gs, (q + 1) gs).
+  const int per_lane = (L - lane + 31) / 32;
+  const int gs = ((L + 31) / 32 + G - 1) / G;
+  const float kNegInf = -__int_as_float(0x7f800000);
+  float gmax[G];
+#pragma unroll
+  for (int q = 0; q < G; ++q) {
+    gmax[q] = kNegInf;
+    const int t_end = min((q + 1) * gs, per_lane);
+    for (int t = q * gs; t < t_end; t += kUnroll) {
+      float v[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) v[u] = t + u < t_end ? __ldg(s + lane + 32 * (t + u)) : kNegInf;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) gmax[q] = fmaxf(gmax[q], v[u]);
+    }
+  }
+  // The row max (S is finite: inputs are validated, so fmaxf equals the CPU's `s > mx ? s : mx`),
+  // and the group keys; 0 marks an empty group (no float maps to key 0: NaN ranks as -inf).
+  float mx = kNegInf;
+  uint32_t key[G];
+#pragma unroll
+  for (int q = 0; q < G; ++q) {
+    mx = fmaxf(mx, gmax[q]);
+    key[q] = q * gs < per_lane ? OrderKey(gmax[q]) : 0u;
+  }
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, off));
+
+  // 2. The sample holds >= K scores: with gs = 1 it is the whole row (L >= K); with gs >= 2 every
+  // lane has >= G / 2 groups, and 16 G >= K (G = 16 for K > 128). 16 key bits (sign, exponent and
+  // 7 mantissa bits) place T within 1% of the K-th group maximum: good enough to cut, half the steps.
+  const uint32_t threshold = KthLargestKey(K, 16, [&](uint32_t t) {
+    unsigned n = 0;
+#pragma unroll
+    for (int q = 0; q < G; ++q) n += key[q] >= t;
+    return n;
+  });
+  // In floats: v >= t_float <=> OrderKey(v) >= threshold for every finite v except -0 against +0,
+  // which only adds a candidate (candidates are ranked by key below).
+  const float t_float = FromOrderKey(threshold);
+
+  // 3. Softmax sum and the scores >= T (any order: step 4 sorts by key).
+  const unsigned lower = (1u << lane) - 1;
+  double sum = 0;
+  int slot = 0;
+  for (int base = 0; base < L; base += 32 * kUnroll) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = base + 32 * u + lane;
+      v[u] = j < L ? __ldg(s + j) : kNegInf;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = base + 32 * u + lane;
+      if (j < L) sum += static_cast<double>(expf(v[u] - mx));
+      const bool take = v[u] >= t_float;  // false past L: v = -inf < t_float
+      const unsigned m = __ballot_sync(kFull, take);
+      const int at = slot + __popc(m & lower);
+      if (take && at < cap) cand[at] = Candidate(v[u], j);
+      slot += __popc(m);
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(kFull, sum, off);
+  if (lane == 0) {
+    g.row_max[row] = mx;
+    g.row_inv[row] = static_cast<float>(1.0 / sum);
+  }
+
+  if (slot > cap) {  // warp-uniform; rare: many equal scores at the cut
+    const uint32_t kth = KthLargestKey(K, 0, [&](uint32_t t) {
+      unsigned n = 0;
+      for (int j = lane; j < L; j += 32) n += OrderKey(__ldg(s + j)) >= t;
+      return n;
+    });
+    unsigned above_lane = 0;
+    for (int j = lane; j < L; j += 32) above_lane += OrderKey(__ldg(s + j)) > kth;
+    const int rem = K - static_cast<int>(__reduce_add_sync(kFull, above_lane));  // ties to take, lowest j first
+    slot = 0;
+    int ties = 0;
+    for (int base = 0; base < L; base += 32) {
+      const int j = base + lane;
+      const float v = j < L ? __ldg(s + j) : 0.f;
+      const uint32_t k = j < L ? OrderKey(v) : 0u;
+      const bool tie = j < L && k == kth;
+      const unsigned tie_mask = __ballot_sync(kFull, tie);
+      const bool take = (j < L && k > kth) || (tie && ties + __popc(tie_mask & lower) < rem);
+      const unsigned m = __ballot_sync(kFull, take);
+      if (take) cand[slot + __popc(m & lower)] = Candidate(v, j);
+      slot += __popc(m);
+      ties += __popc(tie_mask);
+    }
+  }
+  __syncwarp();
+
+  // 4. The first K candidates in (S desc, j asc) order.
+  WarpSortCandidates(cand, slot);
+  int32_t* out = g.top + row * g.top_stride;
+  for (int i = lane; i < K; i += 32) out[i] = static_cast<int32_t>(cand[i] & 0xffffffffu);
+  if (lane == 0) g.top_count[row] = K;
+}
+
+constexpr int kWarps = 8;  // rows per CTA
+
+// dynamic shared memory: per warp `cap` u64 candidates. G groups per lane: 8 when every list is
+// <= 128 long, else 16 (the sample must hold K scores, see ThresholdRow); a launch-wide choice, as
+// G sets the kernel's registers (and so its occupancy).
+template <int G, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) ThresholdTopListKernel(GraphBuffers g, DeviceMaskParams p,
+                                                                     bool graph_only, int cap) {
+  extern __shared__ uint64_t smem64[];
+  const int warp = threadIdx.x / 32;
+  uint64_t* cand = smem64 + static_cast<size_t>(warp) * cap;
+  const int M = g.blocks, i = blockIdx.x * kWarps + warp;
+  if (i >= M) return;  // whole warp; no CTA barrier follows
+  const int64_t row = static_cast<int64_t>(blockIdx.y) * M + i;
+  const int L = CandidateCount(p, M, i);
+  const int K = RowTopCount(p, M, i, graph_only);
+  ThresholdRow<G>(g, row, L, K, cand, cap);
+}
+
+template <int G, int kMinBlocks>
+absl::Status Launch(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, int cap, cudaStream_t stream) {
+  const size_t smem = static_cast<size_t>(kWarps) * cap * sizeof(uint64_t);
+  if (smem > 48 * 1024) {
+    CAB_CUDA_RETURN(cudaFuncSetAttribute(ThresholdTopListKernel<G, kMinBlocks>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+  }
+  dim3 grid((g.blocks + kWarps - 1) / kWarps, g.heads);
+  ThresholdTopListKernel<G, kMinBlocks><<<grid, kWarps * 32, smem, stream>>>(g, p, graph_only, cap);
+  CAB_CUDA_LAUNCHED("top lists (sampled threshold)");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchThresholdTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only,
+                                     cudaStream_t stream) {
+  const int k_max = g.top_stride;
+  if (k_max > kThresholdTopListMaxK) return absl::InternalError("threshold top lists: list longer than 256");
+  // The candidate buffer holds twice the list (more for short lists); beyond it the exact
+  // fallback runs.
+  const int cap = std::max(64, 2 * NextPow2(k_max));
+  // G = 8 at 5 CTAs (40 warps) per SM: 48 registers, no spills; unconstrained it took 55 and ran
+  // fewer warps (H100, M = 2048: 0.333 ms at 48 registers vs 0.398 at 64, before the sort change).
+  return k_max <= 128 ? Launch<8, 5>(g, p, graph_only, cap, stream) : Launch<16, 1>(g, p, graph_only, cap, stream);
+}
+
+}  // namespace cab::cuda

@@ -2,6 +2,8 @@
 // events: coarsening of Q and K, scores (cuBLAS), top lists (softmax + top-r fused), graph (edges +
 // degrees), curvature + selection. Median of many runs after warm-up; random bf16 inputs regenerated
 // per size (never zeros). Prints a markdown table and, with --out=FILE, writes it there too.
+// The coarsening pass also writes the representatives in bf16 (exact: they are bf16 input tokens),
+// which the score GEMM reads directly, as cab eviction on the device does (device_evictor.cc).
 //
 //   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
@@ -126,6 +128,9 @@ int main(int argc, char** argv) {
       const int M = (n + block - 1) / block;
       const size_t celems = static_cast<size_t>(heads) * M * dim;
       float *qc, *kc, *kmin, *kmax;
+      __nv_bfloat16 *qc16, *kc16;  // the representatives again in bf16, written by the coarsening pass
+      CHECK_CUDA(cudaMalloc(&qc16, celems * 2));
+      CHECK_CUDA(cudaMalloc(&kc16, celems * 2));
       CHECK_CUDA(cudaMalloc(&qc, celems * 4));
       CHECK_CUDA(cudaMalloc(&kc, celems * 4));
       CHECK_CUDA(cudaMalloc(&kmin, celems * 4));
@@ -139,9 +144,11 @@ int main(int argc, char** argv) {
       qa.block_size = block;
       qa.tokens = n;
       qa.maxl2 = qc;  // the query side needs only its representative
+      qa.maxl2_bf16 = qc16;
       ka = qa;
       ka.x = k;
       ka.maxl2 = kc;
+      ka.maxl2_bf16 = kc16;
       ka.kmin = kmin;  // Quest's bounds come from the same pass, as the server keeps them
       ka.kmax = kmax;
       cab::cuda::PredictorInputs in;
@@ -155,6 +162,8 @@ int main(int argc, char** argv) {
       in.kmin = kmin;
       in.kmax = kmax;
       in.bf16_exact = true;  // max-L2 representatives of bf16 inputs are bf16 values
+      in.q_rep_bf16 = qc16;
+      in.k_feature_bf16 = kc16;
       cab::MaskParams p;
       p.policy = *parsed_policy;
       p.sparsity = sparsity;
@@ -191,6 +200,8 @@ int main(int argc, char** argv) {
       cudaFree(kc);
       cudaFree(kmin);
       cudaFree(kmax);
+      cudaFree(qc16);
+      cudaFree(kc16);
     }
     cudaFree(q);
     cudaFree(k);

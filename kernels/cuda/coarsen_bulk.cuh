@@ -76,6 +76,23 @@ __device__ __forceinline__ void StoreChannels(float* dst, const float (&v)[VEC])
   }
 }
 
+// The same channels in bf16 (16-byte stores when VEC is a multiple of 8).
+template <int VEC>
+__device__ __forceinline__ void StoreChannelsBf16(__nv_bfloat16* dst, const float (&v)[VEC]) {
+  if constexpr (VEC % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < VEC; i += 8) {
+      __nv_bfloat162 h[4];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) h[p] = __floats2bfloat162_rn(v[i + 2 * p], v[i + 2 * p + 1]);
+      *reinterpret_cast<uint4*>(dst + i) = *reinterpret_cast<const uint4*>(h);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = __float2bfloat16_rn(v[i]);
+  }
+}
+
 // Adds one 16-byte word of a token (VEC elements of this lane's channels) to the running channel
 // statistics; returns the word's partial squared norm (fp32, for screening only).
 template <typename T, int VEC>
@@ -283,6 +300,7 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
         sum[i] *= inv;
       }
       StoreChannels<VEC>(a.maxl2 + out, r);
+      if (a.maxl2_bf16) StoreChannelsBf16<VEC>(a.maxl2_bf16 + out, r);
       if (a.mean) StoreChannels<VEC>(a.mean + out, sum);
       if (a.kmin) StoreChannels<VEC>(a.kmin + out, mn);
       if (a.kmax) StoreChannels<VEC>(a.kmax + out, mx);

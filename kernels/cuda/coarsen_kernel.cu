@@ -150,6 +150,7 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
       hi = fmaxf(hi, red[(2 * NT + g) * D + c]);
     }
     a.maxl2[out + c] = Widen(row[c]);  // re-read of one row, from L1/L2
+    if (a.maxl2_bf16) a.maxl2_bf16[out + c] = __float2bfloat16_rn(Widen(row[c]));
     if (a.mean) a.mean[out + c] = s / static_cast<float>(cnt);
     if (a.kmin) a.kmin[out + c] = lo;
     if (a.kmax) a.kmax[out + c] = hi;
@@ -253,6 +254,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerCta) WarpCoarsenKernel(CoarsenAr
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
       a.maxl2[out + i] = rep[i];
+      if (a.maxl2_bf16) a.maxl2_bf16[out + i] = __float2bfloat16_rn(rep[i]);
       if (a.mean) a.mean[out + i] = sum[i] * inv;
       if (a.kmin) a.kmin[out + i] = mn[i];
       if (a.kmax) a.kmax[out + i] = mx[i];

@@ -2,6 +2,7 @@
 // representative, the mean, the channel-wise min / max, the best squared norm and the token count.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -23,6 +24,9 @@ struct CoarsenArgs {
   float* kmax = nullptr;
   float* best_norm2 = nullptr;
   int32_t* count = nullptr;
+  // Optional: maxl2 again in bf16 (exact for bf16 inputs: the representative is an input token),
+  // so that a device pipeline hands the score GEMM its bf16 operands without a cast pass.
+  __nv_bfloat16* maxl2_bf16 = nullptr;
   int blocks() const { return static_cast<int>((tokens + block_size - 1) / block_size); }
 };
 

@@ -74,6 +74,11 @@ absl::Status RankBridgeBlocks(DevicePredictor& pred, EvictWorkspace& ws, const T
   const int M = a.blocks();
   CAB_RETURN_IF_ERROR(ws.maxl2.Reserve(static_cast<size_t>(heads) * M * s.dim * sizeof(float)));
   a.maxl2 = ws.maxl2.as<float>();
+  const bool bf16 = keys.dtype == DType::kBF16;  // max-L2 representatives are input tokens: exact in bf16
+  if (bf16) {  // the score GEMM's operands come out of the same pass
+    CAB_RETURN_IF_ERROR(ws.maxl2_bf16.Reserve(static_cast<size_t>(heads) * M * s.dim * sizeof(__nv_bfloat16)));
+    a.maxl2_bf16 = ws.maxl2_bf16.as<__nv_bfloat16>();
+  }
   CAB_RETURN_IF_ERROR(LaunchCoarsen(a, stream));
 
   PredictorInputs in;
@@ -84,7 +89,8 @@ absl::Status RankBridgeBlocks(DevicePredictor& pred, EvictWorkspace& ws, const T
   in.dim = s.dim;
   in.q_rep = ws.maxl2.as<float>();
   in.k_feature = ws.maxl2.as<float>();
-  in.bf16_exact = keys.dtype == DType::kBF16;  // max-L2 representatives are input tokens
+  in.bf16_exact = bf16;
+  if (bf16) in.q_rep_bf16 = in.k_feature_bf16 = ws.maxl2_bf16.as<__nv_bfloat16>();
   MaskParams mp;
   mp.policy = MaskPolicy::kCab;
   mp.graph = p.graph;

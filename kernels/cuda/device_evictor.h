@@ -18,7 +18,7 @@ namespace cab::cuda {
 struct EvictWorkspace {
   DeviceBuffer raw_keys, raw_window, raw_scores, keys_f, window_f, scores_f;
   DeviceBuffer value, order, rank, keys_a, keys_b, taken, out_a, out_b, sort_temp, offsets;
-  DeviceBuffer maxl2, block_min, has_edge, block_keys_a, block_keys_b, block_rank, flag;
+  DeviceBuffer maxl2, maxl2_bf16, block_min, has_edge, block_keys_a, block_keys_b, block_rank, flag;
   DeviceBuffer logits, row_max, row_sum, votes;
   PinnedBuffer out_host;
 };

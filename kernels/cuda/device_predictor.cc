@@ -86,7 +86,12 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
     case GemmPolicy::kTf32: sa.mode = GemmMode::kTf32; break;
     case GemmPolicy::kBf16: sa.mode = GemmMode::kBf16; break;
   }
-  if (!sa.quest && sa.mode == GemmMode::kBf16) {
+  if (!sa.quest && sa.mode == GemmMode::kBf16 && in.q_rep_bf16 && in.k_feature_bf16) {
+    // The GEMM only reads these (ScoreArgs names them as its workspace).
+    sa.q16 = const_cast<__nv_bfloat16*>(in.q_rep_bf16);
+    sa.k16 = const_cast<__nv_bfloat16*>(in.k_feature_bf16);
+    sa.bf16_ready = true;
+  } else if (!sa.quest && sa.mode == GemmMode::kBf16) {
     CAB_RETURN_IF_ERROR(q16_.Reserve(elems_q * 2));
     CAB_RETURN_IF_ERROR(k16_.Reserve(elems_k * 2));
     sa.q16 = q16_.as<__nv_bfloat16>();

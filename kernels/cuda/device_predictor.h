@@ -35,6 +35,10 @@ struct PredictorInputs {  // device pointers, row-major floats
   const float* kmin = nullptr;       // [B, Hkv, M, D]: quest
   const float* kmax = nullptr;
   bool bf16_exact = false;           // every q_rep / k_feature value is a bf16 value
+  // Optional, with bf16_exact: q_rep / k_feature already in bf16 (from coarsening), used by the
+  // bf16 score GEMM instead of casting.
+  const __nv_bfloat16* q_rep_bf16 = nullptr;
+  const __nv_bfloat16* k_feature_bf16 = nullptr;
 };
 
 // Stages timed with CUDA events for bench/ and the server's stage metrics.

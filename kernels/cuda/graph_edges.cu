@@ -6,25 +6,32 @@
 namespace cab::cuda {
 namespace {
 
-// One thread per (row, rank t < r + 1): only the first r + 1 entries can hold the r neighbours.
+// One warp per row: lane t reads entry t of the list (t < r + 1: only those can hold the r
+// neighbours); the row's own block, if listed, is found by a ballot, so each entry's neighbour rank
+// is t minus whether i came before it. (A thread per entry re-read the t earlier entries to count
+// i: 33 x 16 loads per row.)
 __global__ void EdgeKernel(GraphBuffers g, int r) {
-  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t rows = static_cast<int64_t>(g.heads) * g.blocks;
-  if (id >= rows * (r + 1)) return;
-  const int64_t row = id / (r + 1);
-  const int t = static_cast<int>(id % (r + 1));
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= static_cast<int64_t>(g.heads) * g.blocks) return;  // whole warp
   const int i = static_cast<int>(row % g.blocks);
+  const int n = min(g.top_count[row], r + 1);
   const int32_t* top = g.top + row * g.top_stride;
-  if (t >= g.top_count[row]) return;
-  const int j = top[t];
-  if (j == i) return;
-  int rank = t;
-  for (int u = 0; u < t; ++u) rank -= top[u] == i;
-  if (rank >= r) return;
   const int W = g.words();
   uint32_t* base = g.adj + (row - i) * W;  // this head's bitsets
-  atomicOr(base + static_cast<int64_t>(i) * W + j / 32, 1u << (j % 32));
-  atomicOr(base + static_cast<int64_t>(j) * W + i / 32, 1u << (i % 32));
+  const unsigned lower = (1u << lane) - 1;
+  int i_before = 0;  // whether i was listed in an earlier chunk
+  for (int chunk = 0; chunk < n; chunk += 32) {  // warp-uniform
+    const int t = chunk + lane;
+    const int j = t < n ? top[t] : -1;
+    const unsigned is_i = __ballot_sync(0xffffffffu, j == i);
+    const int rank = t - i_before - (__popc(is_i & lower) > 0 ? 1 : 0);
+    if (t < n && j != i && rank < r) {
+      atomicOr(base + static_cast<int64_t>(i) * W + j / 32, 1u << (j % 32));
+      atomicOr(base + static_cast<int64_t>(j) * W + i / 32, 1u << (i % 32));
+    }
+    i_before += __popc(is_i) > 0 ? 1 : 0;
+  }
 }
 
 // One warp per row.
@@ -45,9 +52,7 @@ __global__ void DegreeKernel(GraphBuffers g) {
 absl::Status LaunchGraph(const GraphBuffers& g, const DeviceMaskParams& p, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(g.heads) * g.blocks;
   CAB_CUDA_RETURN(cudaMemsetAsync(g.adj, 0, rows * g.words() * sizeof(uint32_t), stream));
-  const int r = p.degree;
-  const int64_t threads = rows * (r + 1);
-  EdgeKernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(g, r);
+  EdgeKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, stream>>>(g, p.degree);
   CAB_CUDA_LAUNCHED("graph edges");
   DegreeKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, stream>>>(g);
   CAB_CUDA_LAUNCHED("graph degrees");

@@ -34,6 +34,7 @@ struct ScoreArgs {
   GemmMode mode = GemmMode::kFp32;
   __nv_bfloat16* q16 = nullptr;  // workspace for kBf16, sized like q and k
   __nv_bfloat16* k16 = nullptr;
+  bool bf16_ready = false;        // q16 / k16 already hold the operands (no cast pass)
   float* scores = nullptr;       // [B * Hq, M, M]
 };
 

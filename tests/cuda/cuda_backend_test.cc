@@ -60,31 +60,45 @@ TEST(CudaBackend, ReportsItself) {
   EXPECT_FALSE(gpu->Devices().empty());
 }
 
+// Coarsen of the shape's key tensor on both backends, continuous and tie-heavy grid inputs.
+void ExpectCoarsenMatchesCpu(Backend& gpu, Backend& cpu, const Shape& s) {
+  for (bool grid : {false, true}) {
+    SCOPED_TRACE(Describe(s) + (grid ? " grid" : " normal"));
+    Input x = MakeInput({s.B, s.Hkv, s.N, s.D}, s.dtype, 7 + s.N, grid);
+    auto want = cpu.Coarsen(x.view(), s.block);
+    auto got = gpu.Coarsen(x.view(), s.block);
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->blocks, want->blocks);
+    ASSERT_EQ(got->tokens, want->tokens);
+    EXPECT_EQ(got->count, want->count);
+    EXPECT_EQ(got->kmin, want->kmin);  // min / max are order-free: exact
+    EXPECT_EQ(got->kmax, want->kmax);
+    // Norms are summed in double on both sides and rounded once: the picks agree exactly.
+    EXPECT_EQ(got->best_norm2, want->best_norm2);
+    EXPECT_EQ(got->maxl2, want->maxl2);
+    double worst = 0;
+    for (size_t i = 0; i < want->mean.size(); ++i) {
+      worst = std::max(worst, std::fabs(double(got->mean[i]) - want->mean[i]) / (1.0 + std::fabs(want->mean[i])));
+    }
+    EXPECT_LT(worst, 1e-5) << "mean differs beyond fp32 rounding";
+  }
+}
+
 TEST(CudaBackend, CoarsenMatchesCpu) {
   REQUIRE_GPU();
   auto cpu = MakeCpuBackend({2});
-  for (const Shape& s : Shapes()) {
-    for (bool grid : {false, true}) {
-      SCOPED_TRACE(Describe(s) + (grid ? " grid" : " normal"));
-      Input x = MakeInput({s.B, s.Hkv, s.N, s.D}, s.dtype, 7 + s.N, grid);
-      auto want = cpu->Coarsen(x.view(), s.block);
-      auto got = gpu->Coarsen(x.view(), s.block);
-      ASSERT_TRUE(want.ok()) << want.status();
-      ASSERT_TRUE(got.ok()) << got.status();
-      ASSERT_EQ(got->blocks, want->blocks);
-      ASSERT_EQ(got->tokens, want->tokens);
-      EXPECT_EQ(got->count, want->count);
-      EXPECT_EQ(got->kmin, want->kmin);  // min / max are order-free: exact
-      EXPECT_EQ(got->kmax, want->kmax);
-      // Norms are summed in double on both sides and rounded once: the picks agree exactly.
-      EXPECT_EQ(got->best_norm2, want->best_norm2);
-      EXPECT_EQ(got->maxl2, want->maxl2);
-      double worst = 0;
-      for (size_t i = 0; i < want->mean.size(); ++i) {
-        worst = std::max(worst, std::fabs(double(got->mean[i]) - want->mean[i]) / (1.0 + std::fabs(want->mean[i])));
-      }
-      EXPECT_LT(worst, 1e-5) << "mean differs beyond fp32 rounding";
-    }
+  for (const Shape& s : Shapes()) ExpectCoarsenMatchesCpu(*gpu, *cpu, s);
+}
+
+// Every lane count per token the coarsening kernels lay out (D / elements per 16 bytes: 1 .. 32
+// lanes, powers of two and not), for a 16-bit and the 32-bit dtype, with a partial last block.
+TEST(CudaBackend, CoarsenLaneCountsMatchCpu) {
+  REQUIRE_GPU();
+  auto cpu = MakeCpuBackend({2});
+  for (int lanes : {1, 2, 3, 4, 5, 7, 8, 12, 16, 24, 32}) {
+    ExpectCoarsenMatchesCpu(*gpu, *cpu, {1, 2, 2, 777, 8 * lanes, 64, DType::kBF16});
+    ExpectCoarsenMatchesCpu(*gpu, *cpu, {1, 2, 2, 777, 4 * lanes, 64, DType::kF32});
   }
 }
 

@@ -35,7 +35,7 @@ absl::StatusOr<CoarsePair> CoarsenInputs(const PredictInputs& in, cab::Backend& 
 absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k, const cab::MaskParams& params,
                               cab::v1::MaskFormat format, bool diagnostics, cab::Backend& backend,
                               const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
-                              cab::v1::Timings* timings, const cab::CallOptions& call = {});
+                              cab::v1::Timings* timings, const cab::CallContext& call = {});
 
 // Runs `fn`, turning exceptions from the compute (out of memory above all) into a status so that a
 // request the server cannot afford fails alone instead of taking the process down.

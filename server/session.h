@@ -18,7 +18,7 @@ namespace cab::server {
 
 class Session {
  public:
-  // `backend_session` is the key its backend calls carry (cab::CallOptions::session): a backend with
+  // `backend_session` is the key its backend calls carry (cab::CallContext::session): a backend with
   // several devices keeps them on one. 0: none.
   Session(wire::SessionSpec spec, const Limits& limits, uint64_t backend_session = 0);
 
@@ -45,7 +45,7 @@ class Session {
 
   wire::SessionSpec spec_;
   Limits limits_;
-  cab::CallOptions call_;
+  cab::CallContext call_;
   std::vector<Layer> layers_;
 };
 

@@ -2,7 +2,7 @@
 // started only when the current message's answer is queued, so masks come back in request order
 // and a slow client cannot pile up work. Heavy messages (chunks, mask queries) run on the worker
 // pool. The RPC finishes once no task runs and no write is outstanding; only then may gRPC call
-// OnDone, which deletes the reactor. The session's backend calls carry its key (cab::CallOptions), and
+// OnDone, which deletes the reactor. The session's backend calls carry its key (cab::CallContext), and
 // OnDone releases it in the backend (a multi-GPU backend pins a session to one device).
 #pragma once
 

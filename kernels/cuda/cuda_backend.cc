@@ -58,21 +58,21 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  // The session-less forms are calls without a session (CallOptions{}).
+  // The session-less forms are calls without a session (CallContext{}).
   absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size) override {
-    return Coarsen(x, block_size, CallOptions{});
+    return Coarsen(x, block_size, CallContext{});
   }
   absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                          bool diagnostics) override {
-    return PredictMask(q, k, p, diagnostics, CallOptions{});
+    return PredictMask(q, k, p, diagnostics, CallContext{});
   }
   absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) override {
-    return Evict(in, p, CallOptions{});
+    return Evict(in, p, CallContext{});
   }
-  absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size, const CallOptions& call) override;
+  absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size, const CallContext& call) override;
   absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                         bool diagnostics, const CallOptions& call) override;
-  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallOptions& call) override;
+                                         bool diagnostics, const CallContext& call) override;
+  absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallContext& call) override;
   absl::StatusOr<HeadGraph> Graph(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,
                                   Coarsening query_coarsening, const GraphParams& p) override;
   void ReleaseSession(uint64_t session) override { placement_.Release(session); }
@@ -197,7 +197,7 @@ std::string BatchKey(int worker, const CoarseBlocks& q, const CoarseBlocks& k, c
 }
 
 absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                                    bool diagnostics, const CallOptions& call) {
+                                                    bool diagnostics, const CallContext& call) {
   if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
     return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
   }
@@ -271,7 +271,7 @@ void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
   }
 }
 
-absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const EvictParams& p, const CallOptions& call) {
+absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const EvictParams& p, const CallContext& call) {
   auto shape = cpu::ResolveEvictShape(in, p);
   if (!shape.ok()) return shape.status();
   // random is defined by the CPU's seeded stream (one draw per kept token): it stays there.
@@ -330,7 +330,7 @@ absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const Coarse
   return out;
 }
 
-absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block_size, const CallOptions& call) {
+absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block_size, const CallContext& call) {
   if (auto s = CheckTensor4(x, "x"); !s.ok()) return s;
   if (block_size < 1) return absl::InvalidArgumentError(absl::StrCat("block_size: ", block_size, " must be >= 1"));
   CoarsenArgs a;

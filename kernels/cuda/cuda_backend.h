@@ -1,5 +1,5 @@
 // The CUDA backend: cab::Backend on one or more GPUs. One worker per listed device (a DevicePredictor
-// with its own stream, cuBLAS handle and reused buffers). A streaming session's calls (CallOptions::
+// with its own stream, cuBLAS handle and reused buffers). A streaming session's calls (CallContext::
 // session) all run on one worker, new sessions going to the one with the fewest sessions; calls
 // without a session go to the least busy worker (device_placement.h).
 // Mask policies that read no scores (random, streaming, dense), diagnostics and random eviction run

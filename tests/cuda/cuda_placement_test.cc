@@ -67,7 +67,7 @@ TEST(CudaPlacement, SessionsSpreadOverTwoWorkersAndStayPinned) {
 
   // First calls one after another: with nothing in flight, session s lands on worker s % 2.
   for (int s = 0; s < kSessions; ++s) {
-    auto r = b.PredictMask(reqs[s][0].q, reqs[s][0].k, p, false, CallOptions{static_cast<uint64_t>(s + 1)});
+    auto r = b.PredictMask(reqs[s][0].q, reqs[s][0].k, p, false, CallContext{static_cast<uint64_t>(s + 1)});
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->device, s % 2) << "session " << s + 1;
   }
@@ -78,7 +78,7 @@ TEST(CudaPlacement, SessionsSpreadOverTwoWorkersAndStayPinned) {
   for (int s = 0; s < kSessions; ++s) {
     threads.emplace_back([&, s] {
       for (int c = 0; c < kCalls; ++c) {
-        got[s].push_back(b.PredictMask(reqs[s][c].q, reqs[s][c].k, p, false, CallOptions{static_cast<uint64_t>(s + 1)}));
+        got[s].push_back(b.PredictMask(reqs[s][c].q, reqs[s][c].k, p, false, CallContext{static_cast<uint64_t>(s + 1)}));
       }
       loose[s] = b.PredictMask(reqs[s][0].q, reqs[s][0].k, p, false);
     });
@@ -107,13 +107,13 @@ TEST(CudaPlacement, SessionsSpreadOverTwoWorkersAndStayPinned) {
   b.ReleaseSession(1);
   b.ReleaseSession(3);
   b.ReleaseSession(3);  // idempotent
-  auto next = b.PredictMask(reqs[0][1].q, reqs[0][1].k, p, false, CallOptions{100});
+  auto next = b.PredictMask(reqs[0][1].q, reqs[0][1].k, p, false, CallContext{100});
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(next->device, 0);
   // A policy answered by the embedded CPU backend reports no device.
   MaskParams random = p;
   random.policy = MaskPolicy::kRandom;
-  auto cpu_answered = b.PredictMask(reqs[0][0].q, reqs[0][0].k, random, false, CallOptions{2});
+  auto cpu_answered = b.PredictMask(reqs[0][0].q, reqs[0][0].k, random, false, CallContext{2});
   ASSERT_TRUE(cpu_answered.ok()) << cpu_answered.status();
   EXPECT_EQ(cpu_answered->device, -1);
 }
@@ -129,14 +129,14 @@ TEST(CudaPlacement, BatchesNeverMixWorkers) {
   // Pin sessions 1..6 (alternating workers), then send one call per session at once: same shape,
   // so without the worker in the batch key they could share one launch.
   for (int s = 0; s < kSessions; ++s) {
-    auto r = b.PredictMask(reqs[s][0].q, reqs[s][0].k, p, false, CallOptions{static_cast<uint64_t>(s + 1)});
+    auto r = b.PredictMask(reqs[s][0].q, reqs[s][0].k, p, false, CallContext{static_cast<uint64_t>(s + 1)});
     ASSERT_TRUE(r.ok()) << r.status();
   }
   std::vector<absl::StatusOr<MaskResult>> got(kSessions, absl::InternalError("not run"));
   std::vector<std::thread> threads;
   for (int s = 0; s < kSessions; ++s) {
     threads.emplace_back([&, s] {
-      got[s] = b.PredictMask(reqs[s][1].q, reqs[s][1].k, p, false, CallOptions{static_cast<uint64_t>(s + 1)});
+      got[s] = b.PredictMask(reqs[s][1].q, reqs[s][1].k, p, false, CallContext{static_cast<uint64_t>(s + 1)});
     });
   }
   for (auto& t : threads) t.join();
@@ -163,7 +163,7 @@ TEST(CudaPlacement, SessionFormsOfCoarsenAndEvictAnswerAsThePlainOnes) {
   Backend& b = *two.backend;
   Input x = MakeInput({1, 2, 300, 32}, DType::kBF16, 7, false);
   auto plain = b.Coarsen(x.view(), 16);
-  auto pinned = b.Coarsen(x.view(), 16, CallOptions{9});
+  auto pinned = b.Coarsen(x.view(), 16, CallContext{9});
   ASSERT_TRUE(plain.ok() && pinned.ok());
   EXPECT_EQ(plain->maxl2, pinned->maxl2);
   EXPECT_EQ(plain->mean, pinned->mean);
@@ -176,7 +176,7 @@ TEST(CudaPlacement, SessionFormsOfCoarsenAndEvictAnswerAsThePlainOnes) {
   ep.keep = 100;
   ep.block_size = 16;
   auto e_plain = b.Evict(in, ep);
-  auto e_pinned = b.Evict(in, ep, CallOptions{9});
+  auto e_pinned = b.Evict(in, ep, CallContext{9});
   ASSERT_TRUE(e_plain.ok()) << e_plain.status();
   ASSERT_TRUE(e_pinned.ok()) << e_pinned.status();
   EXPECT_EQ(e_plain->indices, e_pinned->indices);

@@ -36,11 +36,11 @@ class RecordingBackend final : public cab::Backend {
   }
   absl::StatusOr<cab::MaskResult> PredictMask(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k,
                                               const cab::MaskParams& p, bool diagnostics) override {
-    return PredictMask(q, k, p, diagnostics, cab::CallOptions{});
+    return PredictMask(q, k, p, diagnostics, cab::CallContext{});
   }
   absl::StatusOr<cab::MaskResult> PredictMask(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k,
                                               const cab::MaskParams& p, bool diagnostics,
-                                              const cab::CallOptions& call) override {
+                                              const cab::CallContext& call) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       predicts_.push_back(call.session);

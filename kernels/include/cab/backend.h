@@ -45,7 +45,7 @@ struct MaskResult {
 // sessions go to the least loaded device), until ReleaseSession: today this keeps a session's work
 // in one place; later it lets per-session state stay resident on that device. cab-server passes
 // the session's key on a stream and none for unary requests.
-struct CallOptions {
+struct CallContext {
   uint64_t session = 0;
 };
 
@@ -70,18 +70,18 @@ class Backend {
   // SPEC 4.
   virtual absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p) = 0;
 
-  // The same ops within a call context (see CallOptions). The defaults ignore it: a backend with
+  // The same ops within a call context (see CallContext). The defaults ignore it: a backend with
   // one place to run (the CPU backend) overrides only the forms above.
-  virtual absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size, const CallOptions& call) {
+  virtual absl::StatusOr<CoarseBlocks> Coarsen(const TensorView& x, int block_size, const CallContext& call) {
     (void)call;
     return Coarsen(x, block_size);
   }
   virtual absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                                 bool diagnostics, const CallOptions& call) {
+                                                 bool diagnostics, const CallContext& call) {
     (void)call;
     return PredictMask(q, k, p, diagnostics);
   }
-  virtual absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallOptions& call) {
+  virtual absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallContext& call) {
     (void)call;
     return Evict(in, p);
   }

@@ -5,7 +5,7 @@
 
 #include <cstddef>
 
-// 2: cab::Backend gained the CallOptions overloads and ReleaseSession (a new vtable layout).
+// 2: cab::Backend gained the CallContext overloads and ReleaseSession (a new vtable layout).
 #define CAB_PLUGIN_ABI_VERSION 2
 
 extern "C" {

@@ -94,7 +94,7 @@ int Main(int argc, char** argv) {
   br.plugin_dir = o.plugin_dir;
   br.executable_dir = ExecutableDir();
   br.threads = threads;
-  br.plugin_options = absl::StrCat("max_batch=", o.max_batch, ";max_queue_delay_us=", o.max_queue_delay_us);
+  br.plugin_options = PluginOptions(o);
   auto backend = MakeBackend(br);
   if (!backend.ok()) {
     Log("backend error: ", backend.status().message());

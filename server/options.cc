@@ -6,7 +6,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address HOST:PORT (port 0 picks a free port)");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
@@ -36,6 +38,9 @@ ABSL_FLAG(double, drain_lame_duck_s, 1,
           "after SIGTERM/SIGINT: seconds of NOT_SERVING + UNAVAILABLE before the listener closes (part of the grace)");
 ABSL_FLAG(int32_t, max_batch, 8, "CUDA backend: max requests batched into one launch");
 ABSL_FLAG(int32_t, max_queue_delay_us, 200, "CUDA backend: max wait for a batch to fill, microseconds");
+ABSL_FLAG(std::string, cuda_devices, "",
+          "CUDA backend: comma-separated device indices, one worker each (a repeated index adds a worker on "
+          "that GPU); empty: every visible GPU");
 
 namespace cab::server {
 
@@ -44,7 +49,8 @@ const std::vector<std::string>& FlagNames() {
       "listen", "metrics_listen", "port_file", "backend", "plugin_dir", "threads", "max_queue",
       "max_tokens", "max_heads", "max_head_dim", "max_blocks", "max_message_bytes", "max_sessions",
       "max_session_bytes", "max_total_bytes", "session_idle_timeout_s", "tls_cert", "tls_key",
-      "tls_client_ca", "auth_token_file", "drain_grace_s", "drain_lame_duck_s", "max_batch", "max_queue_delay_us"};
+      "tls_client_ca", "auth_token_file", "drain_grace_s", "drain_lame_duck_s", "max_batch", "max_queue_delay_us",
+      "cuda_devices"};
   return names;
 }
 
@@ -90,6 +96,7 @@ absl::StatusOr<ServerOptions> ReadOptions() {
   o.drain_lame_duck_s = absl::GetFlag(FLAGS_drain_lame_duck_s);
   o.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  o.cuda_devices = absl::GetFlag(FLAGS_cuda_devices);
   if (auto s = ValidateOptions(o); !s.ok()) return s;
   return o;
 }
@@ -129,7 +136,21 @@ absl::Status ValidateOptions(const ServerOptions& o) {
   if (!(o.drain_lame_duck_s >= 0)) return bad("drain_lame_duck_s", o.drain_lame_duck_s, "must be >= 0");
   if (o.max_batch < 1) return bad("max_batch", o.max_batch, "must be >= 1");
   if (o.max_queue_delay_us < 0) return bad("max_queue_delay_us", o.max_queue_delay_us, "must be >= 0");
+  if (!o.cuda_devices.empty()) {
+    for (absl::string_view index : absl::StrSplit(o.cuda_devices, ',')) {
+      int device = -1;
+      if (!absl::SimpleAtoi(index, &device) || device < 0) {
+        return bad("cuda_devices", o.cuda_devices, "must be comma-separated device indices >= 0, e.g. 0,1");
+      }
+    }
+  }
   return absl::OkStatus();
+}
+
+std::string PluginOptions(const ServerOptions& o) {
+  std::string options = absl::StrCat("max_batch=", o.max_batch, ";max_queue_delay_us=", o.max_queue_delay_us);
+  if (!o.cuda_devices.empty()) absl::StrAppend(&options, ";devices=", o.cuda_devices);
+  return options;
 }
 
 }  // namespace cab::server

@@ -43,7 +43,11 @@ struct ServerOptions {
   double drain_lame_duck_s = 1;
   int max_batch = 8;                   // passed to the CUDA plugin (it batches heads/requests)
   int max_queue_delay_us = 200;        // likewise
+  std::string cuda_devices;            // likewise, as devices=...; empty: every visible GPU
 };
+
+// The option string cab-server hands the CUDA plugin (cab_backend_create): its batching and devices.
+std::string PluginOptions(const ServerOptions& o);
 
 // The names of every cab-server flag (also the suffix of its environment variable).
 const std::vector<std::string>& FlagNames();

@@ -90,6 +90,9 @@ TEST_F(OptionsTest, ValidationNamesTheFlag) {
       {[](auto* o) { o->drain_grace_s = -1; }, "--drain_grace_s"},
       {[](auto* o) { o->drain_lame_duck_s = -0.5; }, "--drain_lame_duck_s"},
       {[](auto* o) { o->max_batch = 0; }, "--max_batch"},
+      {[](auto* o) { o->cuda_devices = "0,x"; }, "--cuda_devices"},
+      {[](auto* o) { o->cuda_devices = "-1"; }, "--cuda_devices"},
+      {[](auto* o) { o->cuda_devices = "0,,1"; }, "--cuda_devices"},
   };
   for (const Case& c : cases) {
     ServerOptions o;
@@ -99,6 +102,19 @@ TEST_F(OptionsTest, ValidationNamesTheFlag) {
     EXPECT_THAT(s.message(), HasSubstr(c.flag));
   }
   EXPECT_TRUE(ValidateOptions(ServerOptions{}).ok());
+}
+
+TEST_F(OptionsTest, PluginOptionsCarryBatchingAndDevices) {
+  ServerOptions o;
+  EXPECT_EQ(PluginOptions(o), "max_batch=8;max_queue_delay_us=200") << "no devices key: every visible GPU";
+  o.max_batch = 4;
+  o.cuda_devices = "0,0,1";
+  ASSERT_TRUE(ValidateOptions(o).ok());
+  EXPECT_EQ(PluginOptions(o), "max_batch=4;max_queue_delay_us=200;devices=0,0,1");
+  ASSERT_TRUE(ApplyEnvironment(FakeEnv({{"CAB_CUDA_DEVICES", "1"}})).ok());
+  auto read = ReadOptions();
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->cuda_devices, "1");
 }
 
 }  // namespace

@@ -37,17 +37,9 @@ __global__ void __launch_bounds__(BQ * 2, D == 64 ? 2 : 1) MmaSyncPrefill(const 
   const int64_t N = p.tokens;
   const int64_t q0 = static_cast<int64_t>(i) * BQ;
 
-  const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
   const int32_t* cols;
   int count;
-  if (p.row_offsets != nullptr) {
-    const int64_t a = p.row_offsets[mrow];
-    cols = p.col_indices + a;
-    count = static_cast<int>(p.row_offsets[mrow + 1] - a);
-  } else {
-    cols = p.kv_indices + mrow * p.max_k;
-    count = p.kv_num_blocks[mrow];
-  }
+  MaskRow(p, b, h, i, cols, count);
   const int tiles = count * kSub;
 
   const T* qg = static_cast<const T*>(p.q) + (static_cast<int64_t>(bh) * N + q0) * D;

@@ -26,6 +26,19 @@ struct KernelParams {
   const int32_t* kv_indices;
 };
 
+// The kept key blocks of mask row `i` of (batch b, query head h), from either mask layout.
+__device__ __forceinline__ void MaskRow(const KernelParams& p, int b, int h, int i, const int32_t*& cols, int& count) {
+  const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
+  if (p.row_offsets != nullptr) {
+    const int64_t a = p.row_offsets[mrow];
+    cols = p.col_indices + a;
+    count = static_cast<int>(p.row_offsets[mrow + 1] - a);
+  } else {
+    cols = p.kv_indices + mrow * p.max_k;
+    count = p.kv_num_blocks[mrow];
+  }
+}
+
 // Hopper (compute capability 9.0) wgmma kernel for head_dim 128 and block 128 (prefill_wgmma.cu).
 bool WgmmaAvailable();
 enum class WgmmaVariant {

@@ -73,17 +73,9 @@ __global__ void __launch_bounds__(128 * kWG, kWG == 1 ? 2 : 1) WgmmaPrefill(cons
   const int i = p.blocks - 1 - row_cta / kParts;
   const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ + (row_cta % kParts) * kRows;
   if (q0 >= N) return;  // the second half of a partial last block
-  const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
   const int32_t* cols;
   int count;
-  if (p.row_offsets != nullptr) {
-    const int64_t a = p.row_offsets[mrow];
-    cols = p.col_indices + a;
-    count = static_cast<int>(p.row_offsets[mrow + 1] - a);
-  } else {
-    cols = p.kv_indices + mrow * p.max_k;
-    count = p.kv_num_blocks[mrow];
-  }
+  MaskRow(p, b, h, i, cols, count);
   constexpr int kSub = kBQ / BK;
   const int tiles = count * kSub;
   const T* qg = static_cast<const T*>(p.q) + (static_cast<int64_t>(bh) * N + q0) * kD;
@@ -237,17 +229,9 @@ __global__ void __launch_bounds__(kThreads, 1) WgmmaPrefillPipelined(const Kerne
   const int b = bh / p.q_heads, h = bh % p.q_heads, hk = h / p.group;
   const int i = p.blocks - 1 - row_cta;
   const int64_t N = p.tokens, q0 = static_cast<int64_t>(i) * kBQ;
-  const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
   const int32_t* cols;
   int tiles;
-  if (p.row_offsets != nullptr) {
-    const int64_t a = p.row_offsets[mrow];
-    cols = p.col_indices + a;
-    tiles = static_cast<int>(p.row_offsets[mrow + 1] - a);
-  } else {
-    cols = p.kv_indices + mrow * p.max_k;
-    tiles = p.kv_num_blocks[mrow];
-  }
+  MaskRow(p, b, h, i, cols, tiles);
   const T* qg = static_cast<const T*>(p.q) + (static_cast<int64_t>(bh) * N + q0) * kD;
   const T* kg = static_cast<const T*>(p.k) + (static_cast<int64_t>(b) * p.kv_heads + hk) * N * kD;
   const T* vg = static_cast<const T*>(p.v) + (static_cast<int64_t>(b) * p.kv_heads + hk) * N * kD;

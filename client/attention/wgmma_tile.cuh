@@ -31,19 +31,6 @@ __device__ __forceinline__ void TileOf(const KernelParams& p, int& bh, int& row_
   row_cta = static_cast<int>(p.head_major ? blockIdx.x : blockIdx.y);
 }
 
-// The kept key blocks of mask row `i` of (batch b, query head h), from either mask layout.
-__device__ __forceinline__ void MaskRow(const KernelParams& p, int b, int h, int i, const int32_t*& cols, int& count) {
-  const int64_t mrow = (static_cast<int64_t>(b) * p.mask_heads + (p.mask_heads == 1 ? 0 : h)) * p.blocks + i;
-  if (p.row_offsets != nullptr) {
-    const int64_t a = p.row_offsets[mrow];
-    cols = p.col_indices + a;
-    count = static_cast<int>(p.row_offsets[mrow + 1] - a);
-  } else {
-    cols = p.kv_indices + mrow * p.max_k;
-    count = p.kv_num_blocks[mrow];
-  }
-}
-
 // Scores of keys past n, and (causal) of keys after the query row, become -inf; only a tile that
 // reaches the sequence end or the diagonal pays for the per-element test.
 template <int BK>

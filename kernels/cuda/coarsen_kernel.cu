@@ -202,16 +202,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerCta) WarpCoarsenKernel(CoarsenAr
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (t0 + u < trips) {
-        const T* ev = reinterpret_cast<const T*>(&raw[u]);
-        float sq = 0.f;
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          const float e = Widen(ev[i]);
-          sum[i] += e;
-          mn[i] = fminf(mn[i], e);
-          mx[i] = fmaxf(mx[i], e);
-          sq = fmaf(e, e, sq);
-        }
+        float sq = Accumulate<T, VEC>(raw[u], sum, mn, mx);
 #pragma unroll
         for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
         if (v == 0) norm[g + (t0 + u) * G] = sq;

@@ -16,8 +16,7 @@
 //  4. their order (S desc, j asc) by a bitonic sort in shared memory (keys carry j: distinct).
 // When more scores than the buffer holds are >= T (long runs of equal scores), the exact K-th key
 // is found by a bitwise search over the whole row, and ties are taken lowest j first.
-#include <cstdlib>
-#include <string>
+#include <algorithm>
 
 #include "cuda_status.h"
 #include "top_lists_internal.cuh"

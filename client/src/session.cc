@@ -59,8 +59,15 @@ struct Session::Stream {
     deadline = d == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + d;
     cv.notify_all();
   }
-  bool Disarm() {  // true when the watchdog fired
+  // True when the request outlived its deadline: the watchdog fired, or the deadline passed before
+  // the watchdog thread got to run (a loaded machine); then the stream is cancelled here, as the
+  // watchdog would have done, so both cases leave it in the same state.
+  bool Disarm() {
     std::lock_guard<std::mutex> lock(mu);
+    if (!fired && deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+      fired = true;
+      ctx.TryCancel();
+    }
     deadline = absl::InfiniteFuture();
     return fired;
   }

@@ -19,14 +19,16 @@ BUNDLE_GZ=${BUNDLE_GZ:-bundle-gz}
 prepare() {
   set -e
   cmake -S . -B "$BUILD" -G Ninja >/dev/null
-  ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test cab-bench-gpu cab-bench-evict
+  ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test \
+    cuda_coarsen_kernel_test cab-bench-gpu cab-bench-evict
   local extra=()
   for t in cab-server cab-client; do
     if ninja -C "$BUILD" -j2 "$t"; then extra+=("$BUILD/bin/$t"); else echo "warning: $t did not build; end-to-end part skipped"; fi
   done
   rm -rf "$BUNDLE"
   local bins=("$BUILD/bin/cab-bench-gpu" "$BUILD/bin/cab-bench-evict" "$BUILD/tests/cuda/cuda_backend_test"
-              "$BUILD/tests/cuda/cuda_evict_test" "$BUILD/tests/cuda/cuda_batch_test" "$BUILD/tests/cuda/cuda_placement_test")
+              "$BUILD/tests/cuda/cuda_evict_test" "$BUILD/tests/cuda/cuda_batch_test" "$BUILD/tests/cuda/cuda_placement_test"
+              "$BUILD/tests/cuda/cuda_coarsen_kernel_test")
   ../shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}" \
     2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
@@ -58,7 +60,7 @@ remote() {
   local summary=$OUT/summary.md
   { echo "# GPU run $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; } | tee "$summary"
 
-  for t in cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test; do
+  for t in cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test cuda_coarsen_kernel_test; do
     echo "## cross-backend test $t" | tee -a "$summary"
     timeout 150 "$BUNDLE/bin/$t" >"$OUT/$t.log" 2>&1
     echo "exit $?" | tee -a "$summary"

@@ -5,8 +5,15 @@
 // The coarsening pass also writes the representatives in bf16 (exact: they are bf16 input tokens),
 // which the score GEMM reads directly, as cab eviction on the device does (device_evictor.cc).
 //
+// The key pass computes Quest's channel bounds only where the policy reads them (quest), as the
+// PyTorch peer does; --k_bounds=on times them anyway (a server session keeps them for every policy).
+// --pipeline=G (an experiment, timing only): heads in G groups, each group's coarsening on a second
+// stream and its prediction on the predictor's stream after it, so that coarsening of group g + 1
+// can run beside the prediction of group g; --coarsen_ctas=C leaves room on each SM for that.
+//
 //   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
+//                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -66,7 +73,8 @@ float Median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128};
-  int heads = 32, dim = 128, iters = 30, warmup = 5;
+  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0;
+  std::string k_bounds = "auto";
   float sparsity = 0.95f;
   std::string policy = "cab", gemm = "auto", out_path;
   for (int a = 1; a < argc; ++a) {
@@ -85,6 +93,9 @@ int main(int argc, char** argv) {
     else if (const char* v = val("--warmup=")) warmup = std::atoi(v);
     else if (const char* v = val("--gemm=")) gemm = v;
     else if (const char* v = val("--out=")) out_path = v;
+    else if (const char* v = val("--k_bounds=")) k_bounds = v;
+    else if (const char* v = val("--pipeline=")) pipeline = std::atoi(v);
+    else if (const char* v = val("--coarsen_ctas=")) coarsen_ctas = std::atoi(v);
     else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
   }
   cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
@@ -93,6 +104,11 @@ int main(int argc, char** argv) {
   if (gemm == "bf16") gp = cab::cuda::GemmPolicy::kBf16;
   auto parsed_policy = cab::ParseMaskPolicy(policy);
   CHECK_OK(parsed_policy.status());
+  if (pipeline < 1 || heads % pipeline != 0) {
+    std::fprintf(stderr, "--pipeline=%d must divide --heads=%d\n", pipeline, heads);
+    return 2;
+  }
+  const bool with_bounds = k_bounds == "on" || (k_bounds == "auto" && *parsed_policy == cab::MaskPolicy::kQuest);
 
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -104,14 +120,20 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaEventCreate(&e0));
   CHECK_CUDA(cudaEventCreate(&e1));
   CHECK_CUDA(cudaEventCreate(&e2));
+  cudaStream_t side;  // --pipeline: the coarsening stream
+  CHECK_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  std::vector<cudaEvent_t> group_done(pipeline);
+  for (auto& e : group_done) CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 
   std::string table;
   char line[512];
   std::snprintf(line, sizeof(line),
-                "# cab-bench-gpu on %s: B=1, H=%d, D=%d, bf16, policy %s, sparsity %.2f, gemm %s, median of %d after %d warm-up\n\n"
+                "# cab-bench-gpu on %s: B=1, H=%d, D=%d, bf16, policy %s, sparsity %.2f, gemm %s, key bounds %s, "
+                "pipeline %d (coarsen CTAs/SM %d), median of %d after %d warm-up\n\n"
                 "| N | block | M | total ms | coarsen Q+K ms | scores ms | top lists ms | graph ms | select ms | kept/row (last) |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n",
-                prop.name, heads, dim, policy.c_str(), sparsity, gemm.c_str(), iters, warmup);
+                prop.name, heads, dim, policy.c_str(), sparsity, gemm.c_str(), with_bounds ? "on" : "off", pipeline,
+                coarsen_ctas, iters, warmup);
   table += line;
   std::printf("%s", line);
   std::fflush(stdout);
@@ -149,8 +171,11 @@ int main(int argc, char** argv) {
       ka.x = k;
       ka.maxl2 = kc;
       ka.maxl2_bf16 = kc16;
-      ka.kmin = kmin;  // Quest's bounds come from the same pass, as the server keeps them
-      ka.kmax = kmax;
+      if (with_bounds) {  // Quest's bounds come from the same pass
+        ka.kmin = kmin;
+        ka.kmax = kmax;
+      }
+      qa.max_ctas_per_sm = ka.max_ctas_per_sm = coarsen_ctas;
       cab::cuda::PredictorInputs in;
       in.batch = 1;
       in.q_heads = heads;
@@ -159,8 +184,10 @@ int main(int argc, char** argv) {
       in.dim = dim;
       in.q_rep = qc;
       in.k_feature = kc;
-      in.kmin = kmin;
-      in.kmax = kmax;
+      if (with_bounds) {
+        in.kmin = kmin;
+        in.kmax = kmax;
+      }
       in.bf16_exact = true;  // max-L2 representatives of bf16 inputs are bf16 values
       in.q_rep_bf16 = qc16;
       in.k_feature_bf16 = kc16;
@@ -169,7 +196,48 @@ int main(int argc, char** argv) {
       p.sparsity = sparsity;
 
       std::vector<float> total, coarsen, stage[cab::cuda::kStageCount];
-      for (int it = 0; it < warmup + iters; ++it) {
+      for (int it = 0; pipeline > 1 && it < warmup + iters; ++it) {
+        // Group g's coarsening on `side`, its prediction on the predictor's stream after it.
+        const int hg = heads / pipeline;
+        const size_t gel = static_cast<size_t>(hg) * M * dim, gx = static_cast<size_t>(hg) * n * dim;
+        CHECK_CUDA(cudaEventRecord(e0, stream));
+        CHECK_CUDA(cudaStreamWaitEvent(side, e0, 0));
+        for (int grp = 0; grp < pipeline; ++grp) {
+          cab::cuda::CoarsenArgs qg = qa, kg = ka;
+          qg.heads = kg.heads = hg;
+          qg.x = q + grp * gx;
+          kg.x = k + grp * gx;
+          qg.maxl2 = qc + grp * gel;
+          kg.maxl2 = kc + grp * gel;
+          qg.maxl2_bf16 = qc16 + grp * gel;
+          kg.maxl2_bf16 = kc16 + grp * gel;
+          if (with_bounds) {
+            kg.kmin = kmin + grp * gel;
+            kg.kmax = kmax + grp * gel;
+          }
+          CHECK_OK(cab::cuda::LaunchCoarsen(qg, side));
+          CHECK_OK(cab::cuda::LaunchCoarsen(kg, side));
+          CHECK_CUDA(cudaEventRecord(group_done[grp], side));
+          CHECK_CUDA(cudaStreamWaitEvent(stream, group_done[grp], 0));
+          cab::cuda::PredictorInputs ig = in;
+          ig.q_heads = ig.kv_heads = hg;
+          ig.q_rep = qc + grp * gel;
+          ig.k_feature = kc + grp * gel;
+          ig.q_rep_bf16 = qc16 + grp * gel;
+          ig.k_feature_bf16 = kc16 + grp * gel;
+          if (with_bounds) {
+            ig.kmin = kmin + grp * gel;
+            ig.kmax = kmax + grp * gel;
+          }
+          CHECK_OK(pred.Enqueue(ig, p, 0, M, false));
+        }
+        CHECK_CUDA(cudaEventRecord(e2, stream));
+        CHECK_CUDA(cudaEventSynchronize(e2));
+        float t = 0;
+        CHECK_CUDA(cudaEventElapsedTime(&t, e0, e2));
+        if (it >= warmup) total.push_back(t);
+      }
+      for (int it = 0; pipeline == 1 && it < warmup + iters; ++it) {
         CHECK_CUDA(cudaEventRecord(e0, stream));
         CHECK_OK(cab::cuda::LaunchCoarsen(qa, stream));
         CHECK_OK(cab::cuda::LaunchCoarsen(ka, stream));

@@ -108,7 +108,10 @@ __device__ __forceinline__ float ReduceScatter4(const float (&x)[4], int v, unsi
 // kFast (the default): full rounds of 4 token rows per group without guards and with the norms
 // reduced by ReduceScatter4, 32-bit block indices, chunk maxima kept in registers. Otherwise the
 // first version (every row guarded, a butterfly per row), kept for comparison (CAB_CUDA_COARSEN).
-template <typename T, int VEC, int V, bool kFast>
+// kStats: also the channel sums, minima and maxima (mean, Quest's bounds). Without them the inner
+// loop is a widen and an FMA per element instead of five operations, and the consumer is what
+// limits this kernel (see the top of this file); max-L2 representatives alone need no more.
+template <typename T, int VEC, int V, bool kFast, bool kStats>
 __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenArgs a, BulkPlan p) {
   constexpr int G = 32 / V;  // token groups per warp
   constexpr int D = V * VEC;  // this path is chosen only when a.dim == V * VEC
@@ -189,7 +192,7 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
           for (int u = 0; u < kUnroll; ++u) raw[u] = *reinterpret_cast<const uint4*>(mine + (r0 + u) * G * D);
           float sq[kUnroll];
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) sq[u] = Accumulate<T, VEC>(raw[u], sum, mn, mx);
+          for (int u = 0; u < kUnroll; ++u) sq[u] = Accumulate<T, VEC, kStats>(raw[u], sum, mn, mx);
           if constexpr (kScatter) {
             int u = 0;
             const float z = ReduceScatter4<V>(sq, v, group_mask, &u);
@@ -216,7 +219,7 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           if (r0 + u < trips) {
-            float sq = Accumulate<T, VEC>(raw[u], sum, mn, mx);
+            float sq = Accumulate<T, VEC, kStats>(raw[u], sum, mn, mx);
 #pragma unroll
             for (int off = V / 2; off > 0; off >>= 1) sq += __shfl_xor_sync(group_mask, sq, off, V);
             if (v == 0) norm[g + (r0 + u) * G] = sq;
@@ -257,13 +260,15 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
       if (++s == p.stages) { s = 0; parity ^= 1; }
     }
 
+    if constexpr (kStats) {
 #pragma unroll
-    for (int off = V; off < 32; off <<= 1) {
+      for (int off = V; off < 32; off <<= 1) {
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
-        mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
+        for (int i = 0; i < VEC; ++i) {
+          sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+          mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
+        }
       }
     }
     __syncwarp();  // rep is complete
@@ -279,9 +284,11 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
       }
       StoreChannels<VEC>(a.maxl2 + out, r);
       if (a.maxl2_bf16) StoreChannelsBf16<VEC>(a.maxl2_bf16 + out, r);
-      if (a.mean) StoreChannels<VEC>(a.mean + out, sum);
-      if (a.kmin) StoreChannels<VEC>(a.kmin + out, mn);
-      if (a.kmax) StoreChannels<VEC>(a.kmax + out, mx);
+      if constexpr (kStats) {
+        if (a.mean) StoreChannels<VEC>(a.mean + out, sum);
+        if (a.kmin) StoreChannels<VEC>(a.kmin + out, mn);
+        if (a.kmax) StoreChannels<VEC>(a.kmax + out, mx);
+      }
     }
     if (lane == 0) {
       if (a.best_norm2) a.best_norm2[row_out] = bv;
@@ -350,7 +357,9 @@ absl::Status LaunchBulk(const CoarsenArgs& a, const BulkConfig& cfg, cudaStream_
   p.rep_off = RoundUp(p.norm_off + warps * p.chunk * 4, 16);
   p.bar_off = RoundUp(p.rep_off + warps * V * VEC * 4, 8);
   p.smem_bytes = p.bar_off + warps * p.stages * 8;
-  auto kernel = cfg.fast ? BulkCoarsenKernel<T, VEC, V, true> : BulkCoarsenKernel<T, VEC, V, false>;
+  const bool stats = a.mean != nullptr || a.kmin != nullptr || a.kmax != nullptr;
+  auto kernel = cfg.fast ? (stats ? BulkCoarsenKernel<T, VEC, V, true, true> : BulkCoarsenKernel<T, VEC, V, true, false>)
+                         : BulkCoarsenKernel<T, VEC, V, false, true>;
   const int threads = 32 * warps;
   auto ctas = ResidentCtas(kernel, threads, p.smem_bytes);
   if (!ctas.ok()) return ctas.status();
@@ -359,7 +368,9 @@ absl::Status LaunchBulk(const CoarsenArgs& a, const BulkConfig& cfg, cudaStream_
   CAB_CUDA_RETURN(cudaGetDevice(&device));
   CAB_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int64_t needed = (p.items + warps - 1) / warps;
-  const int64_t resident = static_cast<int64_t>(sms) * *ctas;
+  // A caller that runs other kernels beside this one (a pipeline) may leave room on every SM.
+  const int per_sm = a.max_ctas_per_sm > 0 && a.max_ctas_per_sm < *ctas ? a.max_ctas_per_sm : *ctas;
+  const int64_t resident = static_cast<int64_t>(sms) * per_sm;
   const unsigned grid = static_cast<unsigned>(needed < resident ? needed : resident);
   kernel<<<grid, threads, p.smem_bytes, stream>>>(a, p);
   CAB_CUDA_LAUNCHED("coarsen (bulk)");

@@ -27,6 +27,9 @@ struct CoarsenArgs {
   // Optional: maxl2 again in bf16 (exact for bf16 inputs: the representative is an input token),
   // so that a device pipeline hands the score GEMM its bf16 operands without a cast pass.
   __nv_bfloat16* maxl2_bf16 = nullptr;
+  // The bulk-fed kernel's persistent grid takes at most this many CTAs per SM (0: all that fit),
+  // so that kernels on another stream can run beside it.
+  int max_ctas_per_sm = 0;
   int blocks() const { return static_cast<int>((tokens + block_size - 1) / block_size); }
 };
 

@@ -13,17 +13,20 @@ __device__ __forceinline__ float Widen(__half v) { return __half2float(v); }
 __device__ __forceinline__ float Widen(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // Adds one 16-byte word of a token (VEC elements of this lane's channels) to the running channel
-// statistics; returns the word's partial squared norm (fp32, for screening only).
-template <typename T, int VEC>
+// statistics (kStats = false: leaves them alone); returns the word's partial squared norm (fp32, for
+// screening only).
+template <typename T, int VEC, bool kStats = true>
 __device__ __forceinline__ float Accumulate(const uint4& raw, float (&sum)[VEC], float (&mn)[VEC], float (&mx)[VEC]) {
   const T* ev = reinterpret_cast<const T*>(&raw);
   float sq = 0.f;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
     const float e = Widen(ev[i]);
-    sum[i] += e;
-    mn[i] = fminf(mn[i], e);
-    mx[i] = fmaxf(mx[i], e);
+    if constexpr (kStats) {
+      sum[i] += e;
+      mn[i] = fminf(mn[i], e);
+      mx[i] = fmaxf(mx[i], e);
+    }
     sq = fmaf(e, e, sq);
   }
   return sq;

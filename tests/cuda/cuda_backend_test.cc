@@ -43,6 +43,7 @@ const std::vector<Shape>& Shapes() {
       {1, 4, 2, 4096, 32, 16, DType::kBF16},    // M = 256
       {1, 2, 2, 8192, 16, 16, DType::kF32},     // M = 512
       {1, 2, 1, 16384, 16, 16, DType::kBF16},   // M = 1024: causal scores in row bands (CausalScorePlan)
+      {1, 2, 1, 1300 * 16 - 7, 16, 16, DType::kBF16},  // M = 1300: rows of >= 1024 scores take 16-byte loads
   };
   return s;
 }

@@ -45,7 +45,8 @@ constexpr int kBulkMaxThreads = 512;
 // Shapes of one launch, computed on the host; offsets are into the dynamic shared memory.
 struct BulkPlan {
   int blocks = 0;        // M
-  int64_t items = 0;     // B * H * M
+  int64_t items = 0;     // B * H * M, of both tensors where a launch coarsens two
+  int split_bh = 0;      // rows (b, h) of the first tensor; rows at or past it are the second's
   int stages = 0;        // ring length per warp
   int chunk = 0;         // tokens per copy (a multiple of G)
   uint32_t stage_bytes = 0, norm_off = 0, rep_off = 0, bar_off = 0, smem_bytes = 0;
@@ -112,7 +113,10 @@ __device__ __forceinline__ float ReduceScatter4(const float (&x)[4], int v, unsi
 // loop is a widen and an FMA per element instead of five operations, and the consumer is what
 // limits this kernel (see the top of this file); max-L2 representatives alone need no more.
 template <typename T, int VEC, int V, bool kFast, bool kStats>
-__global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenArgs a, BulkPlan p) {
+// One launch may coarsen two tensors of the same dtype, tokens, block and head dim (the queries and
+// the keys): their (b, h) rows are concatenated, `a` holding the first p.split_bh and `b` the rest,
+// so that one persistent grid streams both (one ramp-up and one tail instead of two).
+__global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenArgs a, CoarsenArgs b, BulkPlan p) {
   constexpr int G = 32 / V;  // token groups per warp
   constexpr int D = V * VEC;  // this path is chosen only when a.dim == V * VEC
   constexpr int kRowBytes = D * static_cast<int>(sizeof(T));
@@ -131,7 +135,11 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
   }
   __syncwarp();
 
-  const T* x = static_cast<const T*>(a.x);
+  // The first token of row bh (of the concatenation) and that row's index in its own tensor.
+  auto row_start = [&](int bh) {
+    return bh < p.split_bh ? static_cast<const T*>(a.x) + static_cast<int64_t>(bh) * a.tokens * D
+                           : static_cast<const T*>(b.x) + static_cast<int64_t>(bh - p.split_bh) * a.tokens * D;
+  };
   // The host guarantees items < 2^31, so block indices stay in 32 bits (cheap division).
   const int stride = static_cast<int>(gridDim.x) * W;
   const int first_item = static_cast<int>(blockIdx.x) * W + warp;
@@ -149,7 +157,7 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
     const int cnt = tokens_of(p_m);
     const int n = min(p.chunk, cnt - p_tok);
     if (lane == 0) {
-      const T* src = x + (static_cast<int64_t>(p_bh) * a.tokens + static_cast<int64_t>(p_m) * a.block_size + p_tok) * D;
+      const T* src = row_start(p_bh) + (static_cast<int64_t>(p_m) * a.block_size + p_tok) * D;
       bulk::CopyToShared(ring + static_cast<size_t>(s) * p.stage_bytes, src, static_cast<uint32_t>(n * kRowBytes),
                          &bars[s], p.evict_first, policy);
     }
@@ -272,7 +280,10 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
       }
     }
     __syncwarp();  // rep is complete
-    const int64_t row_out = static_cast<int64_t>(bh) * p.blocks + m;
+    const bool second = bh >= p.split_bh;
+    const int64_t row_out = static_cast<int64_t>(second ? bh - p.split_bh : bh) * p.blocks + m;
+    float* const maxl2 = second ? b.maxl2 : a.maxl2;
+    __nv_bfloat16* const maxl2_bf16 = second ? b.maxl2_bf16 : a.maxl2_bf16;
     if (g == 0) {
       const int64_t out = row_out * D + v * VEC;
       float r[VEC];
@@ -282,17 +293,20 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
         r[i] = rep[v * VEC + i];
         sum[i] *= inv;
       }
-      StoreChannels<VEC>(a.maxl2 + out, r);
-      if (a.maxl2_bf16) StoreChannelsBf16<VEC>(a.maxl2_bf16 + out, r);
+      if (maxl2) StoreChannels<VEC>(maxl2 + out, r);
+      if (maxl2_bf16) StoreChannelsBf16<VEC>(maxl2_bf16 + out, r);
       if constexpr (kStats) {
-        if (a.mean) StoreChannels<VEC>(a.mean + out, sum);
-        if (a.kmin) StoreChannels<VEC>(a.kmin + out, mn);
-        if (a.kmax) StoreChannels<VEC>(a.kmax + out, mx);
+        const CoarsenArgs& o = second ? b : a;
+        if (o.mean) StoreChannels<VEC>(o.mean + out, sum);
+        if (o.kmin) StoreChannels<VEC>(o.kmin + out, mn);
+        if (o.kmax) StoreChannels<VEC>(o.kmax + out, mx);
       }
     }
     if (lane == 0) {
-      if (a.best_norm2) a.best_norm2[row_out] = bv;
-      if (a.count) a.count[row_out] = cnt;
+      float* const best_norm2 = second ? b.best_norm2 : a.best_norm2;
+      int32_t* const count = second ? b.count : a.count;
+      if (best_norm2) best_norm2[row_out] = bv;
+      if (count) count[row_out] = cnt;
     }
     __syncwarp();  // rep is read before the next block may overwrite it
   }
@@ -327,21 +341,28 @@ absl::StatusOr<int> ResidentCtas(Kernel kernel, int threads, uint32_t smem) {
 
 inline uint32_t RoundUp(uint32_t v, uint32_t to) { return (v + to - 1) / to * to; }
 
-// Launches the bulk-fed kernel; *launched = false (and nothing runs) when the plan does not fit
-// on this device, so the caller falls back to the register-fed kernel.
+// Launches the bulk-fed kernel over `a`, and over `b` too where b is not null (same dtype, batch,
+// tokens, block and head dim: the caller checks); *launched = false (and nothing runs) when the plan
+// does not fit on this device, so the caller falls back to the register-fed kernel.
 template <typename T, int VEC, int V>
-absl::Status LaunchBulk(const CoarsenArgs& a, const BulkConfig& cfg, cudaStream_t stream, bool* launched) {
+absl::Status LaunchBulk(const CoarsenArgs& a, const CoarsenArgs* b, const BulkConfig& cfg, cudaStream_t stream,
+                        bool* launched) {
   constexpr int G = 32 / V;
   constexpr uint32_t kRowBytes = V * 16;
   *launched = false;
   // The copy engine reads 16-byte aligned rows; the outputs are written as 16-byte vectors.
-  for (const void* ptr : {static_cast<const void*>(a.x), static_cast<const void*>(a.maxl2), static_cast<const void*>(a.mean),
-                          static_cast<const void*>(a.kmin), static_cast<const void*>(a.kmax)}) {
-    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return absl::OkStatus();
+  for (const CoarsenArgs* t : {&a, b}) {
+    if (t == nullptr) continue;
+    for (const void* ptr : {static_cast<const void*>(t->x), static_cast<const void*>(t->maxl2),
+                            static_cast<const void*>(t->maxl2_bf16), static_cast<const void*>(t->mean),
+                            static_cast<const void*>(t->kmin), static_cast<const void*>(t->kmax)}) {
+      if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return absl::OkStatus();
+    }
   }
   BulkPlan p;
   p.blocks = a.blocks();
-  p.items = static_cast<int64_t>(a.batch) * a.heads * p.blocks;
+  p.split_bh = a.batch * a.heads;
+  p.items = static_cast<int64_t>(p.split_bh + (b ? b->batch * b->heads : 0)) * p.blocks;
   if (p.items > (int64_t{1} << 30)) return absl::OkStatus();  // the kernel indexes blocks in 32 bits
   const int block_groups = (a.block_size + G - 1) / G * G;
   // Tokens per copy: whole rounds of 4 rows per group where the target allows, else whole groups.
@@ -357,7 +378,8 @@ absl::Status LaunchBulk(const CoarsenArgs& a, const BulkConfig& cfg, cudaStream_
   p.rep_off = RoundUp(p.norm_off + warps * p.chunk * 4, 16);
   p.bar_off = RoundUp(p.rep_off + warps * V * VEC * 4, 8);
   p.smem_bytes = p.bar_off + warps * p.stages * 8;
-  const bool stats = a.mean != nullptr || a.kmin != nullptr || a.kmax != nullptr;
+  auto wants_stats = [](const CoarsenArgs* t) { return t && (t->mean || t->kmin || t->kmax); };
+  const bool stats = wants_stats(&a) || wants_stats(b);
   auto kernel = cfg.fast ? (stats ? BulkCoarsenKernel<T, VEC, V, true, true> : BulkCoarsenKernel<T, VEC, V, true, false>)
                          : BulkCoarsenKernel<T, VEC, V, false, true>;
   const int threads = 32 * warps;
@@ -372,7 +394,7 @@ absl::Status LaunchBulk(const CoarsenArgs& a, const BulkConfig& cfg, cudaStream_
   const int per_sm = a.max_ctas_per_sm > 0 && a.max_ctas_per_sm < *ctas ? a.max_ctas_per_sm : *ctas;
   const int64_t resident = static_cast<int64_t>(sms) * per_sm;
   const unsigned grid = static_cast<unsigned>(needed < resident ? needed : resident);
-  kernel<<<grid, threads, p.smem_bytes, stream>>>(a, p);
+  kernel<<<grid, threads, p.smem_bytes, stream>>>(a, b ? *b : a, p);
   CAB_CUDA_LAUNCHED("coarsen (bulk)");
   *launched = true;
   return absl::OkStatus();

@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) CoarsenKernel(CoarsenArgs a) {
       lo = fminf(lo, red[(1 * NT + g) * D + c]);
       hi = fmaxf(hi, red[(2 * NT + g) * D + c]);
     }
-    a.maxl2[out + c] = Widen(row[c]);  // re-read of one row, from L1/L2
+    if (a.maxl2) a.maxl2[out + c] = Widen(row[c]);  // re-read of one row, from L1/L2
     if (a.maxl2_bf16) a.maxl2_bf16[out + c] = __float2bfloat16_rn(Widen(row[c]));
     if (a.mean) a.mean[out + c] = s / static_cast<float>(cnt);
     if (a.kmin) a.kmin[out + c] = lo;
@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerCta) WarpCoarsenKernel(CoarsenAr
     const float inv = 1.f / static_cast<float>(cnt);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      a.maxl2[out + i] = rep[i];
+      if (a.maxl2) a.maxl2[out + i] = rep[i];
       if (a.maxl2_bf16) a.maxl2_bf16[out + i] = __float2bfloat16_rn(rep[i]);
       if (a.mean) a.mean[out + i] = sum[i] * inv;
       if (a.kmin) a.kmin[out + i] = mn[i];
@@ -302,14 +302,16 @@ const StreamingChoice& Streaming() {
   return choice;
 }
 
+// b: a second tensor for the same launch (LaunchCoarsenPair), or null.
 template <typename T, int VEC, int V>
-absl::Status LaunchStreaming(const CoarsenArgs& a, cudaStream_t stream) {
+absl::Status LaunchStreaming(const CoarsenArgs& a, const CoarsenArgs* b, cudaStream_t stream) {
   if (Streaming().bulk) {
     bool launched = false;
-    CAB_RETURN_IF_ERROR((LaunchBulk<T, VEC, V>(a, Streaming().cfg, stream, &launched)));
+    CAB_RETURN_IF_ERROR((LaunchBulk<T, VEC, V>(a, b, Streaming().cfg, stream, &launched)));
     if (launched) return absl::OkStatus();
   }
-  return LaunchWarp<T, VEC, V>(a, stream);
+  CAB_RETURN_IF_ERROR((LaunchWarp<T, VEC, V>(a, stream)));
+  return b ? LaunchWarp<T, VEC, V>(*b, stream) : absl::OkStatus();
 }
 
 template <typename T, int VEC, bool kShuffle>
@@ -326,17 +328,30 @@ absl::Status Launch(const CoarsenArgs& a, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+// The streaming kernels' shapes (D * sizeof(T) / 16 lanes per token, a power of two <= 32).
 template <typename T>
-absl::Status Dispatch(const CoarsenArgs& a, cudaStream_t stream) {
+bool Streams(const CoarsenArgs& a) {
   constexpr int kVec = 16 / sizeof(T);
-  if (a.dim % kVec == 0 && a.block_size <= kWarpBlockTokens) {
+  const int lanes = a.dim / kVec;
+  return a.dim % kVec == 0 && a.block_size <= kWarpBlockTokens && lanes <= 32 && (lanes & (lanes - 1)) == 0;
+}
+
+// b (with Streams(a), same shape but heads): both tensors in one streaming launch.
+template <typename T>
+absl::Status Dispatch(const CoarsenArgs& a, const CoarsenArgs* b, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  if (b != nullptr && !Streams<T>(a)) {  // only the streaming kernels take two tensors
+    CAB_RETURN_IF_ERROR(Dispatch<T>(a, nullptr, stream));
+    return Dispatch<T>(*b, nullptr, stream);
+  }
+  if (Streams<T>(a)) {
     switch (a.dim / kVec) {
-      case 1: return LaunchStreaming<T, kVec, 1>(a, stream);
-      case 2: return LaunchStreaming<T, kVec, 2>(a, stream);
-      case 4: return LaunchStreaming<T, kVec, 4>(a, stream);
-      case 8: return LaunchStreaming<T, kVec, 8>(a, stream);
-      case 16: return LaunchStreaming<T, kVec, 16>(a, stream);
-      case 32: return LaunchStreaming<T, kVec, 32>(a, stream);
+      case 1: return LaunchStreaming<T, kVec, 1>(a, b, stream);
+      case 2: return LaunchStreaming<T, kVec, 2>(a, b, stream);
+      case 4: return LaunchStreaming<T, kVec, 4>(a, b, stream);
+      case 8: return LaunchStreaming<T, kVec, 8>(a, b, stream);
+      case 16: return LaunchStreaming<T, kVec, 16>(a, b, stream);
+      case 32: return LaunchStreaming<T, kVec, 32>(a, b, stream);
       default: break;
     }
   }
@@ -356,18 +371,57 @@ absl::Status Dispatch(const CoarsenArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream) {
+namespace {
+
+absl::Status CheckArgs(const CoarsenArgs& a) {
+  if (a.maxl2 == nullptr && a.maxl2_bf16 == nullptr) return absl::InvalidArgumentError("coarsen: no output for the representatives");
   if (a.block_size < 1) return absl::InvalidArgumentError("block_size: must be >= 1");
   if (a.block_size > 8192) return absl::InvalidArgumentError("block_size: at most 8192 on the CUDA backend");
   if (a.tokens < 1 || a.batch < 1 || a.heads < 1 || a.dim < 1) {
     return absl::InvalidArgumentError("x: every dimension must be > 0");
   }
+  if (a.dtype != DType::kF32 && a.dtype != DType::kF16 && a.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("x.dtype: unknown");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DispatchByType(const CoarsenArgs& a, const CoarsenArgs* b, cudaStream_t stream) {
   switch (a.dtype) {
-    case DType::kF32: return Dispatch<float>(a, stream);
-    case DType::kF16: return Dispatch<__half>(a, stream);
-    case DType::kBF16: return Dispatch<__nv_bfloat16>(a, stream);
+    case DType::kF32: return Dispatch<float>(a, b, stream);
+    case DType::kF16: return Dispatch<__half>(a, b, stream);
+    case DType::kBF16: return Dispatch<__nv_bfloat16>(a, b, stream);
   }
   return absl::InvalidArgumentError("x.dtype: unknown");
+}
+
+bool Streams(const CoarsenArgs& a) {
+  switch (a.dtype) {
+    case DType::kF32: return Streams<float>(a);
+    case DType::kF16: return Streams<__half>(a);
+    case DType::kBF16: return Streams<__nv_bfloat16>(a);
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream) {
+  CAB_RETURN_IF_ERROR(CheckArgs(a));
+  return DispatchByType(a, nullptr, stream);
+}
+
+absl::Status LaunchCoarsenPair(const CoarsenArgs& a, const CoarsenArgs& b, cudaStream_t stream) {
+  CAB_RETURN_IF_ERROR(CheckArgs(a));
+  CAB_RETURN_IF_ERROR(CheckArgs(b));
+  const bool a_stats = a.mean || a.kmin || a.kmax, b_stats = b.mean || b.kmin || b.kmax;
+  const bool same_shape = a.dtype == b.dtype && a.batch == b.batch && a.tokens == b.tokens && a.dim == b.dim &&
+                          a.block_size == b.block_size && a.max_ctas_per_sm == b.max_ctas_per_sm;
+  // One launch only where it costs neither tensor anything: the same streaming kernel, and channel
+  // statistics for both or for neither (the statistics slow the inner loop of both).
+  if (same_shape && a_stats == b_stats && Streams(a)) return DispatchByType(a, &b, stream);
+  CAB_RETURN_IF_ERROR(DispatchByType(a, nullptr, stream));
+  return DispatchByType(b, nullptr, stream);
 }
 
 }  // namespace cab::cuda

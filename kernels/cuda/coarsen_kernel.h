@@ -17,7 +17,8 @@ struct CoarsenArgs {
   DType dtype = DType::kF32;
   int batch = 0, heads = 0, dim = 0, block_size = 0;
   int64_t tokens = 0;
-  // Outputs, device; [B, H, M, D] floats (any may be null except maxl2), [B, H, M] for the last two.
+  // Outputs, device; [B, H, M, D] floats (any may be null; maxl2 only where maxl2_bf16 is set),
+  // [B, H, M] for the last two.
   float* maxl2 = nullptr;
   float* mean = nullptr;
   float* kmin = nullptr;
@@ -25,7 +26,8 @@ struct CoarsenArgs {
   float* best_norm2 = nullptr;
   int32_t* count = nullptr;
   // Optional: maxl2 again in bf16 (exact for bf16 inputs: the representative is an input token),
-  // so that a device pipeline hands the score GEMM its bf16 operands without a cast pass.
+  // so that a device pipeline hands the score GEMM its bf16 operands without a cast pass; such a
+  // pipeline may leave maxl2 null (at 128k / block 64 the fp32 copies are 64 MiB of writes).
   __nv_bfloat16* maxl2_bf16 = nullptr;
   // The bulk-fed kernel's persistent grid takes at most this many CTAs per SM (0: all that fit),
   // so that kernels on another stream can run beside it.
@@ -34,5 +36,10 @@ struct CoarsenArgs {
 };
 
 absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream);
+
+// Both tensors (the queries and the keys: same dtype, batch, tokens, block and head dim; heads may
+// differ), in one launch where the streaming kernel takes both and both ask for the same channel
+// statistics, else one after the other. Same outputs as two LaunchCoarsen calls.
+absl::Status LaunchCoarsenPair(const CoarsenArgs& a, const CoarsenArgs& b, cudaStream_t stream);
 
 }  // namespace cab::cuda

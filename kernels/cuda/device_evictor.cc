@@ -72,12 +72,15 @@ absl::Status RankBridgeBlocks(DevicePredictor& pred, EvictWorkspace& ws, const T
   a.dim = s.dim;
   a.block_size = p.block_size;
   const int M = a.blocks();
-  CAB_RETURN_IF_ERROR(ws.maxl2.Reserve(static_cast<size_t>(heads) * M * s.dim * sizeof(float)));
-  a.maxl2 = ws.maxl2.as<float>();
   const bool bf16 = keys.dtype == DType::kBF16;  // max-L2 representatives are input tokens: exact in bf16
-  if (bf16) {  // the score GEMM's operands come out of the same pass
+  const bool bf16_only = bf16 && pred.Bf16Scores(true);
+  if (bf16) {  // the score GEMM's operands come out of the same pass (then no fp32 copy is read)
     CAB_RETURN_IF_ERROR(ws.maxl2_bf16.Reserve(static_cast<size_t>(heads) * M * s.dim * sizeof(__nv_bfloat16)));
     a.maxl2_bf16 = ws.maxl2_bf16.as<__nv_bfloat16>();
+  }
+  if (!bf16_only) {
+    CAB_RETURN_IF_ERROR(ws.maxl2.Reserve(static_cast<size_t>(heads) * M * s.dim * sizeof(float)));
+    a.maxl2 = ws.maxl2.as<float>();
   }
   CAB_RETURN_IF_ERROR(LaunchCoarsen(a, stream));
 
@@ -87,8 +90,8 @@ absl::Status RankBridgeBlocks(DevicePredictor& pred, EvictWorkspace& ws, const T
   in.kv_heads = s.kv_heads;
   in.blocks = M;
   in.dim = s.dim;
-  in.q_rep = ws.maxl2.as<float>();
-  in.k_feature = ws.maxl2.as<float>();
+  in.q_rep = bf16_only ? nullptr : ws.maxl2.as<float>();
+  in.k_feature = in.q_rep;
   in.bf16_exact = bf16;
   if (bf16) in.q_rep_bf16 = in.k_feature_bf16 = ws.maxl2_bf16.as<__nv_bfloat16>();
   MaskParams mp;

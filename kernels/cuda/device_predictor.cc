@@ -98,6 +98,12 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
     sa.k16 = k16_.as<__nv_bfloat16>();
   }
 
+  // Quest reads the fp32 queries and the key bounds; a dot product the fp32 pair unless the bf16
+  // GEMM's operands are ready.
+  const bool inputs_present = sa.quest ? in.q_rep && in.kmin && in.kmax : sa.bf16_ready || (in.q_rep && in.k_feature);
+  if (!inputs_present) {
+    return absl::InvalidArgumentError("predictor: the fp32 representatives (or Quest's bounds) these scores read are missing");
+  }
   graph_.heads = static_cast<int>(heads);
   graph_.blocks = M;
   graph_.top_stride = stride;
@@ -109,16 +115,21 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   graph_.adj = adj_.as<uint32_t>();
   graph_.degree = degree_.as<int32_t>();
 
+  // magnitude and quest rank by S alone: no graph needed. The graph's bitsets are zeroed first (the
+  // top-list pass may set the edges), its degrees counted only where the selection does not count
+  // them itself (the Graph() op and the CTA-per-row selection read them).
+  const bool needs_graph = graph_only || p.policy == MaskPolicy::kCab || p.policy == MaskPolicy::kAdaptive;
+  const bool degree_pass = graph_only || !SelectCountsDegrees(dp, M);
   CAB_CUDA_RETURN(cudaEventRecord(events_[0], stream_));
+  if (needs_graph) CAB_RETURN_IF_ERROR(LaunchClearGraph(graph_, stream_));
   // CAB_CUDA_FULL_SCORES=1 computes all of S in one GEMM (for benchmarks comparing the two).
   static const bool full_scores = std::getenv("CAB_CUDA_FULL_SCORES") != nullptr;
   CAB_RETURN_IF_ERROR(LaunchScores(cublas_, sa, stream_, full_scores ? nullptr : &causal_scores_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
-  CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, stream_));
+  bool edges_set = false;
+  CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, needs_graph, &edges_set, stream_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[2], stream_));
-  // magnitude and quest rank by S alone: no graph needed.
-  const bool needs_graph = graph_only || p.policy == MaskPolicy::kCab || p.policy == MaskPolicy::kAdaptive;
-  if (needs_graph) CAB_RETURN_IF_ERROR(LaunchGraph(graph_, dp, stream_));
+  if (needs_graph) CAB_RETURN_IF_ERROR(LaunchGraph(graph_, dp, !edges_set, degree_pass, stream_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[3], stream_));
   if (!graph_only) {
     CAB_RETURN_IF_ERROR(LaunchSelect(graph_, dp, row_begin, rows_, keep_.as<uint32_t>(), stream_));

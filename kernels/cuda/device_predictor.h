@@ -52,6 +52,11 @@ class DevicePredictor {
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
+  // Whether the dot-product scores run on bf16 operands for inputs with this bf16_exact (then
+  // PredictorInputs' bf16 pointers suffice and the fp32 ones may be null).
+  bool Bf16Scores(bool bf16_exact) const {
+    return gemm_ == GemmPolicy::kBf16 || (gemm_ == GemmPolicy::kAuto && bf16_exact);
+  }
   // The graph of the last Enqueue (device pointers), for eviction's bridge ranking.
   const GraphBuffers& graph() const { return graph_; }
 

@@ -49,13 +49,22 @@ __global__ void DegreeKernel(GraphBuffers g) {
 
 }  // namespace
 
-absl::Status LaunchGraph(const GraphBuffers& g, const DeviceMaskParams& p, cudaStream_t stream) {
+absl::Status LaunchClearGraph(const GraphBuffers& g, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(g.heads) * g.blocks;
   CAB_CUDA_RETURN(cudaMemsetAsync(g.adj, 0, rows * g.words() * sizeof(uint32_t), stream));
-  EdgeKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, stream>>>(g, p.degree);
-  CAB_CUDA_LAUNCHED("graph edges");
-  DegreeKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, stream>>>(g);
-  CAB_CUDA_LAUNCHED("graph degrees");
+  return absl::OkStatus();
+}
+
+absl::Status LaunchGraph(const GraphBuffers& g, const DeviceMaskParams& p, bool edges, bool degrees, cudaStream_t stream) {
+  const int64_t rows = static_cast<int64_t>(g.heads) * g.blocks;
+  if (edges) {
+    EdgeKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, stream>>>(g, p.degree);
+    CAB_CUDA_LAUNCHED("graph edges");
+  }
+  if (degrees) {
+    DegreeKernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, stream>>>(g);
+    CAB_CUDA_LAUNCHED("graph degrees");
+  }
   return absl::OkStatus();
 }
 

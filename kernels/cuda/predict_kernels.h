@@ -55,10 +55,18 @@ struct GraphBuffers {
 // Upper bound of the per-row top-list length the policy needs (the top_stride to allocate).
 int TopCapacity(const DeviceMaskParams& p, int blocks);
 
-// Fused row pass over S: softmax statistics and the top list of every row of every head.
-absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, cudaStream_t stream);
-// Edges of the r-nearest graph from the top lists (zeroes adj first), then degrees.
-absl::Status LaunchGraph(const GraphBuffers& g, const DeviceMaskParams& p, cudaStream_t stream);
+// Fused row pass over S: softmax statistics and the top list of every row of every head. With
+// set_edges, a kernel that can also sets each row's graph edges in g.adj (zeroed before, see
+// LaunchClearGraph) and says so in *edges_set; otherwise LaunchGraph must set them.
+absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, bool set_edges,
+                            bool* edges_set, cudaStream_t stream);
+// Zeroes the adjacency bitsets (before the top lists, which may set edges).
+absl::Status LaunchClearGraph(const GraphBuffers& g, cudaStream_t stream);
+// Edges of the r-nearest graph from the top lists (unless the top-list pass set them), then the
+// degrees (unless nobody reads them: the warp selection counts them from the bitsets it loads).
+absl::Status LaunchGraph(const GraphBuffers& g, const DeviceMaskParams& p, bool edges, bool degrees, cudaStream_t stream);
+// Whether LaunchSelect counts degrees itself for M = blocks (g.degree is then not read).
+bool SelectCountsDegrees(const DeviceMaskParams& p, int blocks);
 // Per answered row: curvature on the row's edges and the policy's selection, as bitsets.
 absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int row_begin, int rows,
                           uint32_t* keep, cudaStream_t stream);

@@ -13,10 +13,12 @@ __device__ __forceinline__ float Affinity(const GraphBuffers& g, const DeviceMas
   return expf(g.scores[row * g.blocks + j] - g.row_max[row]) * g.row_inv[row];
 }
 
-// F of edge (i, j), computed as the CPU does with the lower index first.
-__device__ __forceinline__ float EdgeCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int a, int b, int t) {
+// F of edge (a, b) with degrees da, db and t triangles, computed as the CPU does with the lower
+// index first.
+__device__ __forceinline__ float EdgeCurvatureOf(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int a,
+                                                 int b, int da, int db, int t) {
   const int i = min(a, b), j = max(a, b);
-  const float di = static_cast<float>(g.degree[head_row0 + i]), dj = static_cast<float>(g.degree[head_row0 + j]);
+  const float di = static_cast<float>(a < b ? da : db), dj = static_cast<float>(a < b ? db : da);
   const float dmax = fmaxf(di, dj), dmin = fminf(di, dj);
   const float tf = static_cast<float>(t);
   switch (p.curvature) {
@@ -28,6 +30,11 @@ __device__ __forceinline__ float EdgeCurvature(const GraphBuffers& g, const Devi
       return fmaxf(Affinity(g, p, head_row0, i, j), Affinity(g, p, head_row0, j, i)) - p.lambda * tf / dmax;
   }
   return __int_as_float(0x7fc00000);
+}
+
+// The same with the degrees from g.degree.
+__device__ __forceinline__ float EdgeCurvature(const GraphBuffers& g, const DeviceMaskParams& p, int64_t head_row0, int a, int b, int t) {
+  return EdgeCurvatureOf(g, p, head_row0, a, b, g.degree[head_row0 + a], g.degree[head_row0 + b], t);
 }
 
 __device__ __forceinline__ bool IsTaken(const uint32_t* taken, int j) { return (taken[j / 32] >> (j % 32)) & 1u; }

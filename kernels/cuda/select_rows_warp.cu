@@ -19,20 +19,31 @@ constexpr int kWarps = 8;  // rows per CTA
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int kMaxEdges = 32;
 
+// 8 lanes per edge for the triangle counts from W = 64 words (see EdgeTriangles).
+bool EightLanesPerEdge(int words) { return words >= 64; }
+
+// Whether the kernel counts degrees from the bitsets it reads (no degree pass over the graph): with a
+// lane per edge (W < 64 words) it costs nothing measurable (H100, M = 1024: 0.064 ms either way); with
+// 8 lanes per edge the extra popcounts and shuffles cost more than the pass (select 0.187 vs 0.168
+// ms at M = 2048, where the pass takes 0.015).
+template <int kLanes>
+constexpr bool kCountsDegrees = kLanes == 1;
+
 // Triangle counts of the row's edges: t = popcount(row i AND row j), kLanes lanes per edge. With
 // 8 lanes, one load instruction reads four neighbour rows in 128-byte pieces, where a lane per edge
 // touches 32 cache lines per instruction (ncu: the kernel was bound by L1 traffic at M = 2048); for
 // short rows (W < 64 words) 8 lanes would mostly idle, so a lane takes a whole edge. Returns edge
-// `lane`'s count on lane `lane` (< e).
+// `lane`'s count on lane `lane` (< e), and with kCountsDegrees in *degree that edge's other end's
+// degree (the popcount of the row it reads anyway).
 template <int kLanes>
 __device__ __forceinline__ int EdgeTriangles(const uint32_t* mine, const uint32_t* adj_head, const int* edges, int e,
-                                             int W) {
+                                             int W, int* degree) {
   constexpr int kGroups = 32 / kLanes;
   const int lane = threadIdx.x % 32, group = lane / kLanes, sub = lane % kLanes;
-  int mine_count = 0;
+  int mine_count = 0, mine_degree = 0;
   for (int base = 0; base < e; base += kGroups) {  // warp-uniform
     const int edge = base + group;
-    int t = 0;
+    int t = 0, d = 0;
     if (edge < e) {
       const uint32_t* other = adj_head + static_cast<int64_t>(edges[edge]) * W;
       if (W % 4 == 0) {  // 16-byte pieces: rows start 16-byte aligned
@@ -41,19 +52,29 @@ __device__ __forceinline__ int EdgeTriangles(const uint32_t* mine, const uint32_
         for (int u = sub; u < W / 4; u += kLanes) {
           const uint4 x = a[u], y = __ldg(b + u);
           t += __popc(x.x & y.x) + __popc(x.y & y.y) + __popc(x.z & y.z) + __popc(x.w & y.w);
+          if constexpr (kCountsDegrees<kLanes>) d += __popc(y.x) + __popc(y.y) + __popc(y.z) + __popc(y.w);
         }
       } else {
-        for (int u = sub; u < W; u += kLanes) t += __popc(mine[u] & __ldg(other + u));
+        for (int u = sub; u < W; u += kLanes) {
+          const uint32_t y = __ldg(other + u);
+          t += __popc(mine[u] & y);
+          if constexpr (kCountsDegrees<kLanes>) d += __popc(y);
+        }
       }
     }
-    for (int off = kLanes / 2; off > 0; off >>= 1) t += __shfl_xor_sync(kFull, t, off);
+    for (int off = kLanes / 2; off > 0; off >>= 1) {
+      t += __shfl_xor_sync(kFull, t, off);
+      if constexpr (kCountsDegrees<kLanes>) d += __shfl_xor_sync(kFull, d, off);
+    }
     if (kLanes == 1) {
       mine_count = t;  // one pass: base = 0, edge = lane
+      mine_degree = d;
     } else {
       const int from = __shfl_sync(kFull, t, (lane % kGroups) * kLanes);  // edge base + lane % kGroups
-      if (lane / kGroups == base / kGroups) mine_count = from;
+      if (lane / kGroups == base / kGroups) mine_count = from;  // 8 lanes: degrees come from the pass
     }
   }
+  *degree = mine_degree;
   return mine_count;
 }
 
@@ -119,11 +140,17 @@ __global__ void __launch_bounds__(kWarps * 32) WarpSelectKernel(GraphBuffers g, 
       if (take > 0) {
         // Lane t: edge t's curvature; the `take` lowest (F asc, j asc) become bridges.
         uint64_t key = ~0ull;
-        int j = -1;
-        const int t = EdgeTriangles<kLanes>(row_bits, g.adj + head_row0 * W, edges, e, W);
+        int j = -1, dj = 0;
+        const int t = EdgeTriangles<kLanes>(row_bits, g.adj + head_row0 * W, edges, e, W, &dj);
+        int di = 0;  // this row's degree, from the bits loaded above (kCountsDegrees)
+        if constexpr (kCountsDegrees<kLanes>) {
+          for (int w = lane; w < W; w += 32) di += __popc(row_bits[w]);
+          for (int off = 16; off > 0; off >>= 1) di += __shfl_xor_sync(kFull, di, off);
+        }
         if (lane < e) {
           j = edges[lane];
-          const float f = EdgeCurvature(g, p, head_row0, i, j, t);
+          const float f = kCountsDegrees<kLanes> ? EdgeCurvatureOf(g, p, head_row0, i, j, di, dj, t)
+                                                 : EdgeCurvature(g, p, head_row0, i, j, t);
           key = (static_cast<uint64_t>(OrderKey(f)) << 32) | static_cast<uint32_t>(j);
         }
         int rank = 0;
@@ -164,6 +191,10 @@ bool WarpSelectEnabled() {
 
 }  // namespace
 
+bool SelectCountsDegrees(const DeviceMaskParams& p, int blocks) {
+  return WarpSelectApplies(p) && !EightLanesPerEdge((blocks + 31) / 32);
+}
+
 bool WarpSelectApplies(const DeviceMaskParams& p) {
   const bool ranked = p.policy == static_cast<int>(MaskPolicy::kCab) ||
                       p.policy == static_cast<int>(MaskPolicy::kMagnitude) ||
@@ -177,7 +208,7 @@ absl::Status LaunchWarpSelect(const GraphBuffers& g, const DeviceMaskParams& p, 
   const size_t smem = static_cast<size_t>(kWarps) * (((2 * W + kMaxEdges) + 3) & ~3) * sizeof(uint32_t);
   // H100, 32 heads: 8 lanes per edge 0.166 vs 0.194 ms at W = 64 (M = 2048), but slower below
   // (0.036 vs 0.025 ms at M = 512).
-  const bool wide = W >= 64;
+  const bool wide = EightLanesPerEdge(W);
   const void* kernel = wide ? reinterpret_cast<const void*>(WarpSelectKernel<8>) : reinterpret_cast<const void*>(WarpSelectKernel<1>);
   if (smem > 48 * 1024) {
     CAB_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

@@ -275,10 +275,13 @@ int TopCapacity(const DeviceMaskParams& p, int blocks) {
   return std::min(want, blocks);
 }
 
-absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, cudaStream_t stream) {
+absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, bool set_edges,
+                            bool* edges_set, cudaStream_t stream) {
+  *edges_set = false;
   const TopListKind kind = TopListKindFromEnv();
   if (kind == TopListKind::kThreshold && g.top_stride <= kThresholdTopListMaxK) {
-    return LaunchThresholdTopLists(g, p, graph_only, stream);
+    *edges_set = set_edges;
+    return LaunchThresholdTopLists(g, p, graph_only, set_edges, stream);
   }
   const int capacity = NextPow2(g.top_stride);
   {

@@ -20,7 +20,8 @@ __device__ __forceinline__ int RowTopCount(const DeviceMaskParams& p, int blocks
 constexpr int kThresholdTopListMaxK = 256;
 
 // The sampled-threshold kernel (top_lists_threshold.cu); needs g.top_stride <= kThresholdTopListMaxK.
-absl::Status LaunchThresholdTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only,
+// set_edges: each row also sets its r graph edges in g.adj (as EdgeKernel of graph_edges.cu).
+absl::Status LaunchThresholdTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, bool set_edges,
                                      cudaStream_t stream);
 
 }  // namespace cab::cuda

@@ -135,11 +135,35 @@ __device__ __forceinline__ int PruneCandidates(uint64_t* cand, int n, int K, int
   return out;
 }
 
+// Row i's first r neighbours (its sorted list without i itself) as undirected edges: the bits (i, j)
+// and (j, i), as EdgeKernel (graph_edges.cu) sets them from the stored list, here while the sorted
+// keys are still in shared memory (one launch and one read of every list fewer).
+__device__ __forceinline__ void SetRowEdges(const GraphBuffers& g, int64_t row, int i, const uint64_t* sorted, int K,
+                                            int r) {
+  const int lane = threadIdx.x % 32;
+  const int n = min(K, r + 1);
+  const int W = g.words();
+  uint32_t* base = g.adj + (row - i) * W;  // this head's bitsets
+  const unsigned lower = (1u << lane) - 1;
+  int i_before = 0;  // whether i was listed in an earlier chunk
+  for (int chunk = 0; chunk < n; chunk += 32) {  // warp-uniform
+    const int t = chunk + lane;
+    const int j = t < n ? static_cast<int>(sorted[t] & 0xffffffffu) : -1;
+    const unsigned is_i = __ballot_sync(kFull, j == i);
+    const int rank = t - i_before - (__popc(is_i & lower) > 0 ? 1 : 0);
+    if (t < n && j != i && rank < r) {
+      atomicOr(base + static_cast<int64_t>(i) * W + j / 32, 1u << (j % 32));
+      atomicOr(base + static_cast<int64_t>(j) * W + i / 32, 1u << (i % 32));
+    }
+    i_before += __popc(is_i) > 0 ? 1 : 0;
+  }
+}
+
 // One row, by one warp, with G groups per lane (32 G >= 2 K for short lists; see the kernel) and
-// W scores per load.
+// W scores per load; edge_r >= 0: also the row's graph edges (SetRowEdges).
 template <int G, int W>
 __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row, int L, int K, uint64_t* cand,
-                                             int cap) {
+                                             int cap, int edge_r) {
   const int lane = threadIdx.x % 32;
   const RowUnits<W> units{g.scores + row * g.blocks, L};
   // 1. Lane l holds units l + 32 t for t < per_lane; group q holds t in [q gs, (q + 1) gs).
@@ -262,6 +286,7 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
   int32_t* out = g.top + row * g.top_stride;
   for (int i = lane; i < K; i += 32) out[i] = static_cast<int32_t>(cand[i] & 0xffffffffu);
   if (lane == 0) g.top_count[row] = K;
+  if (edge_r >= 0) SetRowEdges(g, row, static_cast<int>(row % g.blocks), cand, K, edge_r);
 }
 
 constexpr int kWarps = 8;  // rows per CTA
@@ -271,7 +296,7 @@ constexpr int kWarps = 8;  // rows per CTA
 // G sets the kernel's registers (and so its occupancy).
 template <int G, int kMinBlocks>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) ThresholdTopListKernel(GraphBuffers g, DeviceMaskParams p,
-                                                                     bool graph_only, int cap) {
+                                                                     bool graph_only, bool set_edges, int cap) {
   extern __shared__ uint64_t smem64[];
   const int warp = threadIdx.x / 32;
   uint64_t* cand = smem64 + static_cast<size_t>(warp) * cap;
@@ -282,28 +307,30 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) ThresholdTopListKerne
   const int K = RowTopCount(p, M, i, graph_only);
   // 16-byte loads where rows are aligned and long enough that every group holds a unit (see step 2).
   if (M % 4 == 0 && L >= 4 * 32 * G) {
-    ThresholdRow<G, 4>(g, row, L, K, cand, cap);
+    ThresholdRow<G, 4>(g, row, L, K, cand, cap, set_edges ? p.degree : -1);
   } else {
-    ThresholdRow<G, 1>(g, row, L, K, cand, cap);
+    ThresholdRow<G, 1>(g, row, L, K, cand, cap, set_edges ? p.degree : -1);
   }
+
 }
 
 template <int G, int kMinBlocks>
-absl::Status Launch(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, int cap, cudaStream_t stream) {
+absl::Status Launch(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, bool set_edges, int cap,
+                    cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(kWarps) * cap * sizeof(uint64_t);
   if (smem > 48 * 1024) {
     CAB_CUDA_RETURN(cudaFuncSetAttribute(ThresholdTopListKernel<G, kMinBlocks>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem)));
   }
   dim3 grid((g.blocks + kWarps - 1) / kWarps, g.heads);
-  ThresholdTopListKernel<G, kMinBlocks><<<grid, kWarps * 32, smem, stream>>>(g, p, graph_only, cap);
+  ThresholdTopListKernel<G, kMinBlocks><<<grid, kWarps * 32, smem, stream>>>(g, p, graph_only, set_edges, cap);
   CAB_CUDA_LAUNCHED("top lists (sampled threshold)");
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status LaunchThresholdTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only,
+absl::Status LaunchThresholdTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, bool set_edges,
                                      cudaStream_t stream) {
   const int k_max = g.top_stride;
   if (k_max > kThresholdTopListMaxK) return absl::InternalError("threshold top lists: list longer than 256");
@@ -312,7 +339,8 @@ absl::Status LaunchThresholdTopLists(const GraphBuffers& g, const DeviceMaskPara
   const int cap = std::max(64, 2 * NextPow2(k_max));
   // G = 8 at 5 CTAs (40 warps) per SM: 48 registers, no spills; unconstrained it took 55 and ran
   // fewer warps (H100, M = 2048: 0.333 ms at 48 registers vs 0.398 at 64, before the sort change).
-  return k_max <= 128 ? Launch<8, 5>(g, p, graph_only, cap, stream) : Launch<16, 1>(g, p, graph_only, cap, stream);
+  return k_max <= 128 ? Launch<8, 5>(g, p, graph_only, set_edges, cap, stream)
+                      : Launch<16, 1>(g, p, graph_only, set_edges, cap, stream);
 }
 
 }  // namespace cab::cuda

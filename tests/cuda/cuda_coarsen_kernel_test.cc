@@ -2,7 +2,9 @@
 // representatives (no mean, no Quest bounds: the inner loop without channel statistics) must give the
 // same representatives, bf16 copies, best norms and counts as a launch that asks for everything, whose
 // outputs CudaBackend.CoarsenMatchesCpu compares with the CPU backend. Also checks that the pipeline
-// knob (max_ctas_per_sm) changes nothing but the grid. Skips with the reason where no GPU exists.
+// knob (max_ctas_per_sm) changes nothing but the grid, and that coarsening the queries and the keys in
+// one launch (LaunchCoarsenPair) writes what two launches write. Skips with the reason where no GPU
+// exists.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -188,6 +190,108 @@ TEST(CoarsenKernel, RepresentativesWithoutStatisticsMatch) {
     }
     EXPECT_EQ(wrong, 0) << "of " << s.heads * M << " blocks";
   }
+}
+
+// Device buffers of one tensor's outputs; `f32` false leaves maxl2 null (bf16 copies only).
+struct DeviceOutputs {
+  CoarsenArgs args;
+  size_t rows = 0, elems = 0;
+  DeviceOutputs(const Shape& s, const void* x, bool f32, bool stats) {
+    args.x = x;
+    args.dtype = s.dtype;
+    args.batch = 1;
+    args.heads = s.heads;
+    args.tokens = s.tokens;
+    args.dim = s.dim;
+    args.block_size = s.block;
+    rows = static_cast<size_t>(s.heads) * args.blocks();
+    elems = rows * s.dim;
+    if (f32) args.maxl2 = DeviceAlloc<float>(elems);
+    args.maxl2_bf16 = DeviceAlloc<__nv_bfloat16>(elems);
+    args.best_norm2 = DeviceAlloc<float>(rows);
+    args.count = DeviceAlloc<int32_t>(rows);
+    if (stats) {
+      args.mean = DeviceAlloc<float>(elems);
+      args.kmin = DeviceAlloc<float>(elems);
+      args.kmax = DeviceAlloc<float>(elems);
+    }
+  }
+  ~DeviceOutputs() {
+    for (void* p : {static_cast<void*>(args.maxl2), static_cast<void*>(args.maxl2_bf16),
+                    static_cast<void*>(args.best_norm2), static_cast<void*>(args.count), static_cast<void*>(args.mean),
+                    static_cast<void*>(args.kmin), static_cast<void*>(args.kmax)}) {
+      if (p) cudaFree(p);
+    }
+  }
+  // Every output as bytes (absent ones empty), for exact comparison.
+  std::vector<std::vector<unsigned char>> Download() const {
+    std::vector<std::vector<unsigned char>> out;
+    const std::pair<const void*, size_t> parts[] = {
+        {args.maxl2, elems * 4}, {args.maxl2_bf16, elems * 2}, {args.best_norm2, rows * 4}, {args.count, rows * 4},
+        {args.mean, elems * 4},  {args.kmin, elems * 4},       {args.kmax, elems * 4}};
+    for (const auto& [ptr, bytes] : parts) {
+      std::vector<unsigned char> host(ptr ? bytes : 0);
+      if (ptr) {
+        EXPECT_EQ(cudaMemcpy(host.data(), ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      }
+      out.push_back(std::move(host));
+    }
+    return out;
+  }
+};
+
+TEST(CoarsenKernel, QueriesAndKeysInOneLaunchMatchTwoLaunches) {
+  REQUIRE_CUDA_DEVICE();
+  struct Case {
+    Shape q, k;
+    bool k_stats;  // keys with Quest's bounds and the mean: two launches inside LaunchCoarsenPair
+  };
+  const Case cases[] = {
+      {{4, 1000, 128, 64, DType::kBF16}, {2, 1000, 128, 64, DType::kBF16}, false},  // GQA, partial block
+      {{8, 2048, 128, 128, DType::kBF16}, {8, 2048, 128, 128, DType::kBF16}, false},
+      {{4, 1000, 128, 64, DType::kBF16}, {2, 1000, 128, 64, DType::kBF16}, true},
+      {{2, 555, 64, 32, DType::kF32}, {1, 555, 64, 32, DType::kF32}, false},
+      {{2, 300, 48, 32, DType::kF32}, {2, 300, 48, 32, DType::kF32}, false},  // 12 lanes: no streaming kernel
+  };
+  uint64_t seed = 100;
+  for (const Case& c : cases) {
+    SCOPED_TRACE("q heads " + std::to_string(c.q.heads) + " k heads " + std::to_string(c.k.heads) + " tokens " +
+                 std::to_string(c.q.tokens) + " dim " + std::to_string(c.q.dim) + " block " +
+                 std::to_string(c.q.block) + (c.k_stats ? " key statistics" : ""));
+    const std::vector<unsigned char> hq = RandomInput(c.q, seed++), hk = RandomInput(c.k, seed++);
+    void *q = nullptr, *k = nullptr;
+    ASSERT_EQ(cudaMalloc(&q, hq.size()), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&k, hk.size()), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(q, hq.data(), hq.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(k, hk.data(), hk.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    {
+      // The queries without fp32 copies (as the kernel bench asks), the keys with them.
+      DeviceOutputs q1(c.q, q, false, false), k1(c.k, k, true, c.k_stats);
+      DeviceOutputs q2(c.q, q, false, false), k2(c.k, k, true, c.k_stats);
+      ASSERT_TRUE(cab::cuda::LaunchCoarsenPair(q1.args, k1.args, nullptr).ok());
+      ASSERT_TRUE(cab::cuda::LaunchCoarsen(q2.args, nullptr).ok());
+      ASSERT_TRUE(cab::cuda::LaunchCoarsen(k2.args, nullptr).ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(q1.Download() == q2.Download());
+      EXPECT_TRUE(k1.Download() == k2.Download());
+    }
+    cudaFree(q);
+    cudaFree(k);
+  }
+}
+
+TEST(CoarsenKernel, RefusesLaunchesWithoutRepresentatives) {
+  // Argument checks run before any device call: no GPU needed.
+  CoarsenArgs a;
+  a.dtype = DType::kBF16;
+  a.batch = a.heads = 1;
+  a.tokens = 64;
+  a.dim = 128;
+  a.block_size = 64;
+  EXPECT_EQ(cab::cuda::LaunchCoarsen(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  CoarsenArgs b = a;
+  b.block_size = 0;
+  EXPECT_EQ(cab::cuda::LaunchCoarsenPair(a, b, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

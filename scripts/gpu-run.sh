@@ -81,6 +81,8 @@ remote() {
   cat "$OUT/bench-cuda.md" "$OUT/bench-cuda.err" 2>/dev/null | tee -a "$summary"
   echo "## same, earlier kernels: radix-select top lists (warp per row), CTA-per-row selection, 128k" | tee -a "$summary"
   CAB_CUDA_TOPLISTS=warp CAB_CUDA_SELECT=block timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=20 2>&1 | tee -a "$summary"
+  echo "## key pass with Quest's bounds and fp32 copies (--k_bounds=on), 128k" | tee -a "$summary"
+  timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=30 --k_bounds=on 2>&1 | tee -a "$summary"
   echo "## default again (run-order check), 128k" | tee -a "$summary"
   timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=30 2>&1 | tee -a "$summary"
   echo "## same, all of S in one GEMM (CAB_CUDA_FULL_SCORES=1), 64k and 128k" | tee -a "$summary"

@@ -147,26 +147,12 @@ absl::StatusOr<std::array<float, kStageCount>> DevicePredictor::StageMs() {
 
 absl::Status DevicePredictor::DownloadMask(BlockMask* out) {
   const int M = graph_.blocks, W = graph_.words();
-  const size_t words = static_cast<size_t>(graph_.heads) * rows_ * W;
-  CAB_RETURN_IF_ERROR(keep_host_.Reserve(std::max<size_t>(1, words * sizeof(uint32_t))));
-  CAB_CUDA_RETURN(cudaMemcpyAsync(keep_host_.as<uint32_t>(), keep_.as<uint32_t>(), words * sizeof(uint32_t),
-                                  cudaMemcpyDeviceToHost, stream_));
-  CAB_CUDA_RETURN(cudaStreamSynchronize(stream_));
-  const uint32_t* bits = keep_host_.as<uint32_t>();
+  const int64_t rows = static_cast<int64_t>(graph_.heads) * rows_;
   out->cols = M;
   out->row_begin = row_begin_;
   out->rows = rows_;
-  out->row_offsets.assign(1, 0);
-  out->row_offsets.reserve(static_cast<size_t>(graph_.heads) * rows_ + 1);
-  out->col_indices.clear();
-  for (size_t r = 0; r < static_cast<size_t>(graph_.heads) * rows_; ++r) {
-    const uint32_t* row = bits + r * W;
-    for (int w = 0; w < W; ++w) {
-      for (uint32_t b = row[w]; b; b &= b - 1) out->col_indices.push_back(w * 32 + __builtin_ctz(b));
-    }
-    out->row_offsets.push_back(static_cast<int64_t>(out->col_indices.size()));
-  }
-  return absl::OkStatus();
+  CAB_RETURN_IF_ERROR(csr_.Build(keep_.as<uint32_t>(), rows, W, stream_));
+  return csr_.Download(&out->row_offsets, &out->col_indices, stream_);
 }
 
 absl::StatusOr<DevicePredictor::HeadDump> DevicePredictor::DumpHead(const MaskParams& p) {

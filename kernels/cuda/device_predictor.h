@@ -15,6 +15,7 @@
 #include "cab/mask.h"
 #include "cab/params.h"
 #include "device_buffers.h"
+#include "mask_csr.h"
 #include "predict_kernels.h"
 #include "scores.h"
 
@@ -64,7 +65,7 @@ class DevicePredictor {
   // caller). graph_only: stop after the graph (for Graph()). Asynchronous.
   absl::Status Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end, bool graph_only);
 
-  // Waits for the stream and converts the kept bitsets into a CSR BlockMask.
+  // Converts the kept bitsets into a CSR BlockMask on the device (MaskCsr) and downloads it; waits.
   absl::Status DownloadMask(BlockMask* out);
   // Waits and returns each stage's time of the last Enqueue, in milliseconds.
   absl::StatusOr<std::array<float, kStageCount>> StageMs();
@@ -86,7 +87,7 @@ class DevicePredictor {
   cublasHandle_t cublas_ = nullptr;
   std::array<cudaEvent_t, kStageCount + 1> events_{};
   DeviceBuffer scores_, top_, top_count_, row_max_, row_inv_, adj_, degree_, keep_, q16_, k16_, curvature_;
-  PinnedBuffer keep_host_;
+  MaskCsr csr_;
   CausalScorePlan causal_scores_;
   GraphBuffers graph_;
   int rows_ = 0, row_begin_ = 0;

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -127,22 +128,58 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector
   const int nh = parts.front().nh, nkv = (nh + g - 1) / g;
   const size_t nq = static_cast<size_t>(nb) * nh * row, nk = static_cast<size_t>(nb) * nkv * row;
   const bool quest = estimator == Estimator::kQuest;
+  // Operands that are bf16 values travel as bf16 when the score GEMM takes them so: half the
+  // staging and upload, and no cast pass on the device.
+  const bool as_bf16 = !quest && bf16_exact && w.predictor->Bf16Scores(true);
   const size_t total = nq + (quest ? 2 : 1) * nk;
   CAB_RETURN_IF_ERROR(w.staging.Reserve(total * sizeof(float)));
   float* stage = w.staging.as<float>();
-  // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch.
-  auto gather = [&](auto pick, bool query, float* dst) {
+  // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch;
+  // into floats, or into bf16 (the top half of each float: exact for bf16 values).
+  auto gather = [&](auto pick, bool query, auto* dst) {
     for (const UploadPart& part : parts) {
       const CoarseBlocks& c = query ? *part.q : *part.k;
       const int first = query ? part.h0 : part.h0 / g, count = query ? nh : nkv;
       const std::vector<float>& src = pick(c);
       for (int b = 0; b < part.nb; ++b) {
         const float* from = src.data() + (static_cast<size_t>(part.b0 + b) * c.heads + first) * row;
-        std::memcpy(dst, from, static_cast<size_t>(count) * row * sizeof(float));
-        dst += static_cast<size_t>(count) * row;
+        const size_t n = static_cast<size_t>(count) * row;
+        if constexpr (std::is_same_v<std::remove_pointer_t<decltype(dst)>, float>) {
+          std::memcpy(dst, from, n * sizeof(float));
+        } else {
+          for (size_t i = 0; i < n; ++i) {
+            uint32_t u;
+            std::memcpy(&u, from + i, 4);
+            dst[i] = static_cast<uint16_t>(u >> 16);
+          }
+        }
+        dst += n;
       }
     }
   };
+  if (as_bf16) {
+    uint16_t* stage16 = w.staging.as<uint16_t>();
+    gather([&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; },
+           true, stage16);
+    gather([&](const CoarseBlocks& c) -> const std::vector<float>& {
+             return estimator == Estimator::kMean ? c.mean : c.maxl2;
+           },
+           false, stage16 + nq);
+    CAB_RETURN_IF_ERROR(w.q.Reserve(nq * 2));
+    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * 2));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, w.predictor->stream()));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<void>(), stage16 + nq, nk * 2, cudaMemcpyHostToDevice, w.predictor->stream()));
+    PredictorInputs in;
+    in.batch = nb;
+    in.q_heads = nh;
+    in.kv_heads = nkv;
+    in.blocks = q0.blocks;
+    in.dim = q0.dim;
+    in.bf16_exact = true;
+    in.q_rep_bf16 = w.q.as<__nv_bfloat16>();
+    in.k_feature_bf16 = w.k.as<__nv_bfloat16>();
+    return in;
+  }
   gather([&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; },
          true, stage);
   PredictorInputs in;

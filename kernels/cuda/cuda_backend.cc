@@ -157,60 +157,47 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector
       }
     }
   };
-  if (as_bf16) {
-    uint16_t* stage16 = w.staging.as<uint16_t>();
-    gather([&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; },
-           true, stage16);
-    gather([&](const CoarseBlocks& c) -> const std::vector<float>& {
-             return estimator == Estimator::kMean ? c.mean : c.maxl2;
-           },
-           false, stage16 + nq);
-    CAB_RETURN_IF_ERROR(w.q.Reserve(nq * 2));
-    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * 2));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, w.predictor->stream()));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<void>(), stage16 + nq, nk * 2, cudaMemcpyHostToDevice, w.predictor->stream()));
-    PredictorInputs in;
-    in.batch = nb;
-    in.q_heads = nh;
-    in.kv_heads = nkv;
-    in.blocks = q0.blocks;
-    in.dim = q0.dim;
-    in.bf16_exact = true;
-    in.q_rep_bf16 = w.q.as<__nv_bfloat16>();
-    in.k_feature_bf16 = w.k.as<__nv_bfloat16>();
-    return in;
-  }
-  gather([&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; },
-         true, stage);
+  // The query operand, and the key operand of a dot estimator.
+  auto pick_q = [&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; };
+  auto pick_k = [&](const CoarseBlocks& c) -> const std::vector<float>& { return estimator == Estimator::kMean ? c.mean : c.maxl2; };
+  const cudaStream_t stream = w.predictor->stream();
   PredictorInputs in;
   in.batch = nb;
   in.q_heads = nh;
   in.kv_heads = nkv;
   in.blocks = q0.blocks;
   in.dim = q0.dim;
+  if (as_bf16) {
+    uint16_t* stage16 = w.staging.as<uint16_t>();
+    gather(pick_q, true, stage16);
+    gather(pick_k, false, stage16 + nq);
+    CAB_RETURN_IF_ERROR(w.q.Reserve(nq * 2));
+    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * 2));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, stream));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<void>(), stage16 + nq, nk * 2, cudaMemcpyHostToDevice, stream));
+    in.bf16_exact = true;
+    in.q_rep_bf16 = w.q.as<__nv_bfloat16>();
+    in.k_feature_bf16 = w.k.as<__nv_bfloat16>();
+    return in;
+  }
+  gather(pick_q, true, stage);
   CAB_RETURN_IF_ERROR(w.q.Reserve(nq * sizeof(float)));
-  CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice,
-                                  w.predictor->stream()));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice, stream));
   in.q_rep = w.q.as<float>();
   if (quest) {
     gather([](const CoarseBlocks& c) -> const std::vector<float>& { return c.kmin; }, false, stage + nq);
     gather([](const CoarseBlocks& c) -> const std::vector<float>& { return c.kmax; }, false, stage + nq + nk);
     CAB_RETURN_IF_ERROR(w.kmin.Reserve(nk * sizeof(float)));
     CAB_RETURN_IF_ERROR(w.kmax.Reserve(nk * sizeof(float)));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice,
-                                    w.predictor->stream()));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
     CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmax.as<float>(), stage + nq + nk, nk * sizeof(float), cudaMemcpyHostToDevice,
-                                    w.predictor->stream()));
+                                    stream));
     in.kmin = w.kmin.as<float>();
     in.kmax = w.kmax.as<float>();
   } else {
-    gather([&](const CoarseBlocks& c) -> const std::vector<float>& {
-             return estimator == Estimator::kMean ? c.mean : c.maxl2;
-           },
-           false, stage + nq);
+    gather(pick_k, false, stage + nq);
     CAB_RETURN_IF_ERROR(w.k.Reserve(nk * sizeof(float)));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice,
-                                    w.predictor->stream()));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
     in.k_feature = w.k.as<float>();
     in.bf16_exact = bf16_exact;
   }

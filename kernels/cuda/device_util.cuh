@@ -58,15 +58,22 @@ __device__ __forceinline__ T BlockReduce(T v, Op op, T* scratch /* >= 4 */) {
   return r;
 }
 
+// Inclusive prefix sum over the 32 lanes of a (full) warp: lane l gets v_0 + ... + v_l.
+template <typename T>
+__device__ __forceinline__ T WarpInclusiveSum(T v) {
+  const int lane = threadIdx.x % 32;
+  for (int off = 1; off < 32; off <<= 1) {
+    const T o = __shfl_up_sync(0xffffffffu, v, off);
+    if (lane >= off) v += o;
+  }
+  return v;
+}
+
 // Exclusive prefix sum over the block's 128 threads; *total gets the sum.
 template <typename T>
 __device__ __forceinline__ T BlockExclusiveScan(T v, T* scratch /* >= 4 */, T* total) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  T inc = v;
-  for (int off = 1; off < 32; off <<= 1) {
-    const T o = __shfl_up_sync(0xffffffffu, inc, off);
-    if (lane >= off) inc += o;
-  }
+  const T inc = WarpInclusiveSum(v);
   __syncthreads();
   if (lane == 31) scratch[warp] = inc;
   __syncthreads();

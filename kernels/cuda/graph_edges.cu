@@ -2,36 +2,19 @@
 // itself; edges are set in both rows' bitsets, so the graph is undirected. Then degrees by popcount.
 #include "cuda_status.h"
 #include "device_util.cuh"
+#include "row_edges.cuh"
 
 namespace cab::cuda {
 namespace {
 
 // One warp per row: lane t reads entry t of the list (t < r + 1: only those can hold the r
-// neighbours); the row's own block, if listed, is found by a ballot, so each entry's neighbour rank
-// is t minus whether i came before it. (A thread per entry re-read the t earlier entries to count
-// i: 33 x 16 loads per row.)
+// neighbours). (A thread per entry re-read the t earlier entries to count i: 33 x 16 loads per row.)
 __global__ void EdgeKernel(GraphBuffers g, int r) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
   if (row >= static_cast<int64_t>(g.heads) * g.blocks) return;  // whole warp
-  const int i = static_cast<int>(row % g.blocks);
-  const int n = min(g.top_count[row], r + 1);
   const int32_t* top = g.top + row * g.top_stride;
-  const int W = g.words();
-  uint32_t* base = g.adj + (row - i) * W;  // this head's bitsets
-  const unsigned lower = (1u << lane) - 1;
-  int i_before = 0;  // whether i was listed in an earlier chunk
-  for (int chunk = 0; chunk < n; chunk += 32) {  // warp-uniform
-    const int t = chunk + lane;
-    const int j = t < n ? top[t] : -1;
-    const unsigned is_i = __ballot_sync(0xffffffffu, j == i);
-    const int rank = t - i_before - (__popc(is_i & lower) > 0 ? 1 : 0);
-    if (t < n && j != i && rank < r) {
-      atomicOr(base + static_cast<int64_t>(i) * W + j / 32, 1u << (j % 32));
-      atomicOr(base + static_cast<int64_t>(j) * W + i / 32, 1u << (i % 32));
-    }
-    i_before += __popc(is_i) > 0 ? 1 : 0;
-  }
+  SetRowEdges(g, row, static_cast<int>(row % g.blocks), min(g.top_count[row], r + 1), r,
+              [&](int t) { return static_cast<int>(top[t]); });
 }
 
 // One warp per row.

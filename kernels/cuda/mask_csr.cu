@@ -10,6 +10,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include "cuda_status.h"
+#include "device_util.cuh"
 
 namespace cab::cuda {
 namespace {
@@ -40,14 +41,10 @@ __global__ void RowFillKernel(const uint32_t* bits, int64_t rows, int words, con
     const int w = w0 + lane;
     uint32_t b = w < words ? bits[r * words + w] : 0u;
     const int c = __popc(b);
-    int before = c;  // inclusive scan over lanes, then minus this lane's own
-    for (int off = 1; off < 32; off <<= 1) {
-      const int o = __shfl_up_sync(kFull, before, off);
-      if (lane >= off) before += o;
-    }
-    int32_t* out = cols + at + (before - c);
+    const int through = WarpInclusiveSum(c);  // set bits of the lanes up to and including this one
+    int32_t* out = cols + at + (through - c);
     for (; b; b &= b - 1) *out++ = 32 * w + __ffs(b) - 1;
-    at += __shfl_sync(kFull, before, 31);
+    at += __shfl_sync(kFull, through, 31);
   }
 }
 

@@ -33,11 +33,11 @@ constexpr bool kCountsDegrees = kLanes == 1;
 // 8 lanes, one load instruction reads four neighbour rows in 128-byte pieces, where a lane per edge
 // touches 32 cache lines per instruction (ncu: the kernel was bound by L1 traffic at M = 2048); for
 // short rows (W < 64 words) 8 lanes would mostly idle, so a lane takes a whole edge. Returns edge
-// `lane`'s count on lane `lane` (< e), and with kCountsDegrees in *degree that edge's other end's
+// `lane`'s count on lane `lane` (< e) in .x, and with kCountsDegrees in .y that edge's other end's
 // degree (the popcount of the row it reads anyway).
 template <int kLanes>
-__device__ __forceinline__ int EdgeTriangles(const uint32_t* mine, const uint32_t* adj_head, const int* edges, int e,
-                                             int W, int* degree) {
+__device__ __forceinline__ int2 EdgeTriangles(const uint32_t* mine, const uint32_t* adj_head, const int* edges, int e,
+                                              int W) {
   constexpr int kGroups = 32 / kLanes;
   const int lane = threadIdx.x % 32, group = lane / kLanes, sub = lane % kLanes;
   int mine_count = 0, mine_degree = 0;
@@ -74,8 +74,7 @@ __device__ __forceinline__ int EdgeTriangles(const uint32_t* mine, const uint32_
       if (lane / kGroups == base / kGroups) mine_count = from;  // 8 lanes: degrees come from the pass
     }
   }
-  *degree = mine_degree;
-  return mine_count;
+  return make_int2(mine_count, mine_degree);
 }
 
 // dynamic shared memory per warp: row bits u32 [W], taken u32 [W], edges int [32]
@@ -123,11 +122,7 @@ __global__ void __launch_bounds__(kWarps * 32) WarpSelectKernel(GraphBuffers g, 
           if (valid < 32) bits &= (1u << valid) - 1;
         }
         const int c = __popc(bits);
-        int inc = c;
-        for (int off = 1; off < 32; off <<= 1) {
-          const int o = __shfl_up_sync(kFull, inc, off);
-          if (lane >= off) inc += o;
-        }
+        const int inc = WarpInclusiveSum(c);
         int at = count + inc - c;
         for (; bits; bits &= bits - 1, ++at) {
           if (at < kMaxEdges) edges[at] = 32 * w + __ffs(bits) - 1;
@@ -140,8 +135,9 @@ __global__ void __launch_bounds__(kWarps * 32) WarpSelectKernel(GraphBuffers g, 
       if (take > 0) {
         // Lane t: edge t's curvature; the `take` lowest (F asc, j asc) become bridges.
         uint64_t key = ~0ull;
-        int j = -1, dj = 0;
-        const int t = EdgeTriangles<kLanes>(row_bits, g.adj + head_row0 * W, edges, e, W, &dj);
+        int j = -1;
+        const int2 td = EdgeTriangles<kLanes>(row_bits, g.adj + head_row0 * W, edges, e, W);
+        const int t = td.x, dj = td.y;
         int di = 0;  // this row's degree, from the bits loaded above (kCountsDegrees)
         if constexpr (kCountsDegrees<kLanes>) {
           for (int w = lane; w < W; w += 32) di += __popc(row_bits[w]);

@@ -63,11 +63,7 @@ __global__ void __launch_bounds__(kRowThreads) TopListKernel(GraphBuffers g, Dev
       // Lane l owns bins 255-8l .. 248-8l (descending), so a scan over lanes runs from the top bin.
       int c = 0;
       for (int b = 0; b < 8; ++b) c += hist[255 - 8 * tid - b];
-      int inc = c;
-      for (int off = 1; off < 32; off <<= 1) {
-        const int o = __shfl_up_sync(0xffffffffu, inc, off);
-        if (tid >= off) inc += o;
-      }
+      const int inc = WarpInclusiveSum(c);
       const int exc = inc - c;
       if (exc < rem && rem <= inc) {
         int cum = exc;
@@ -189,11 +185,7 @@ __global__ void __launch_bounds__(kRowThreads) WarpTopListKernel(GraphBuffers g,
     __syncwarp();
     int c = 0;
     for (int b = 0; b < 8; ++b) c += hist[255 - 8 * lane - b];
-    int inc = c;
-    for (int off = 1; off < 32; off <<= 1) {
-      const int o = __shfl_up_sync(full, inc, off);
-      if (lane >= off) inc += o;
-    }
+    const int inc = WarpInclusiveSum(c);
     const int exc = inc - c;
     int digit = 0, above = 0;
     const bool mine = exc < rem && rem <= inc;

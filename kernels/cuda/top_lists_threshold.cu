@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "cuda_status.h"
+#include "row_edges.cuh"
 #include "top_lists_internal.cuh"
 
 namespace cab::cuda {
@@ -133,30 +134,6 @@ __device__ __forceinline__ int PruneCandidates(uint64_t* cand, int n, int K, int
     __syncwarp();
   }
   return out;
-}
-
-// Row i's first r neighbours (its sorted list without i itself) as undirected edges: the bits (i, j)
-// and (j, i), as EdgeKernel (graph_edges.cu) sets them from the stored list, here while the sorted
-// keys are still in shared memory (one launch and one read of every list fewer).
-__device__ __forceinline__ void SetRowEdges(const GraphBuffers& g, int64_t row, int i, const uint64_t* sorted, int K,
-                                            int r) {
-  const int lane = threadIdx.x % 32;
-  const int n = min(K, r + 1);
-  const int W = g.words();
-  uint32_t* base = g.adj + (row - i) * W;  // this head's bitsets
-  const unsigned lower = (1u << lane) - 1;
-  int i_before = 0;  // whether i was listed in an earlier chunk
-  for (int chunk = 0; chunk < n; chunk += 32) {  // warp-uniform
-    const int t = chunk + lane;
-    const int j = t < n ? static_cast<int>(sorted[t] & 0xffffffffu) : -1;
-    const unsigned is_i = __ballot_sync(kFull, j == i);
-    const int rank = t - i_before - (__popc(is_i & lower) > 0 ? 1 : 0);
-    if (t < n && j != i && rank < r) {
-      atomicOr(base + static_cast<int64_t>(i) * W + j / 32, 1u << (j % 32));
-      atomicOr(base + static_cast<int64_t>(j) * W + i / 32, 1u << (i % 32));
-    }
-    i_before += __popc(is_i) > 0 ? 1 : 0;
-  }
 }
 
 // One row, by one warp, with G groups per lane (32 G >= 2 K for short lists; see the kernel) and
@@ -286,7 +263,10 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
   int32_t* out = g.top + row * g.top_stride;
   for (int i = lane; i < K; i += 32) out[i] = static_cast<int32_t>(cand[i] & 0xffffffffu);
   if (lane == 0) g.top_count[row] = K;
-  if (edge_r >= 0) SetRowEdges(g, row, static_cast<int>(row % g.blocks), cand, K, edge_r);
+  if (edge_r >= 0) {  // the graph's edges from the sorted keys, still in shared memory (no edge launch)
+    SetRowEdges(g, row, static_cast<int>(row % g.blocks), min(K, edge_r + 1), edge_r,
+                [&](int t) { return static_cast<int>(cand[t] & 0xffffffffu); });
+  }
 }
 
 constexpr int kWarps = 8;  // rows per CTA

@@ -70,43 +70,70 @@ std::vector<unsigned char> RandomInput(const Shape& s, uint64_t seed) {
   return bytes;
 }
 
-Outputs LaunchAndCopy(const Shape& s, const void* x, bool stats, int max_ctas) {
-  CoarsenArgs a;
-  a.x = x;
-  a.dtype = s.dtype;
-  a.batch = 1;
-  a.heads = s.heads;
-  a.tokens = s.tokens;
-  a.dim = s.dim;
-  a.block_size = s.block;
-  a.max_ctas_per_sm = max_ctas;
-  const size_t rows = static_cast<size_t>(s.heads) * a.blocks(), elems = rows * s.dim;
-  a.maxl2 = DeviceAlloc<float>(elems);
-  a.maxl2_bf16 = DeviceAlloc<__nv_bfloat16>(elems);
-  a.best_norm2 = DeviceAlloc<float>(rows);
-  a.count = DeviceAlloc<int32_t>(rows);
-  if (stats) {
-    a.mean = DeviceAlloc<float>(elems);
-    a.kmin = DeviceAlloc<float>(elems);
-    a.kmax = DeviceAlloc<float>(elems);
+// Device buffers of one tensor's outputs; `f32` false leaves maxl2 null (bf16 copies only).
+struct DeviceOutputs {
+  CoarsenArgs args;
+  size_t rows = 0, elems = 0;
+  DeviceOutputs(const Shape& s, const void* x, bool f32, bool stats) {
+    args.x = x;
+    args.dtype = s.dtype;
+    args.batch = 1;
+    args.heads = s.heads;
+    args.tokens = s.tokens;
+    args.dim = s.dim;
+    args.block_size = s.block;
+    rows = static_cast<size_t>(s.heads) * args.blocks();
+    elems = rows * s.dim;
+    if (f32) args.maxl2 = DeviceAlloc<float>(elems);
+    args.maxl2_bf16 = DeviceAlloc<__nv_bfloat16>(elems);
+    args.best_norm2 = DeviceAlloc<float>(rows);
+    args.count = DeviceAlloc<int32_t>(rows);
+    if (stats) {
+      args.mean = DeviceAlloc<float>(elems);
+      args.kmin = DeviceAlloc<float>(elems);
+      args.kmax = DeviceAlloc<float>(elems);
+    }
   }
-  const absl::Status st = cab::cuda::LaunchCoarsen(a, nullptr);
+  ~DeviceOutputs() {
+    for (void* p : {static_cast<void*>(args.maxl2), static_cast<void*>(args.maxl2_bf16),
+                    static_cast<void*>(args.best_norm2), static_cast<void*>(args.count), static_cast<void*>(args.mean),
+                    static_cast<void*>(args.kmin), static_cast<void*>(args.kmax)}) {
+      if (p) cudaFree(p);
+    }
+  }
+  // Every output as bytes (absent ones empty), for exact comparison.
+  std::vector<std::vector<unsigned char>> Download() const {
+    std::vector<std::vector<unsigned char>> out;
+    const std::pair<const void*, size_t> parts[] = {
+        {args.maxl2, elems * 4}, {args.maxl2_bf16, elems * 2}, {args.best_norm2, rows * 4}, {args.count, rows * 4},
+        {args.mean, elems * 4},  {args.kmin, elems * 4},       {args.kmax, elems * 4}};
+    for (const auto& [ptr, bytes] : parts) {
+      std::vector<unsigned char> host(ptr ? bytes : 0);
+      if (ptr) {
+        EXPECT_EQ(cudaMemcpy(host.data(), ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      }
+      out.push_back(std::move(host));
+    }
+    return out;
+  }
+};
+
+// One LaunchCoarsen over `x` with every output (the channel statistics only with `stats`), copied back.
+Outputs LaunchAndCopy(const Shape& s, const void* x, bool stats, int max_ctas) {
+  DeviceOutputs d(s, x, /*f32=*/true, stats);
+  d.args.max_ctas_per_sm = max_ctas;
+  const absl::Status st = cab::cuda::LaunchCoarsen(d.args, nullptr);
   EXPECT_TRUE(st.ok()) << st;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   Outputs o;
-  o.maxl2.resize(elems);
-  o.maxl2_bf16.resize(elems);
-  o.best.resize(rows);
-  o.count.resize(rows);
-  EXPECT_EQ(cudaMemcpy(o.maxl2.data(), a.maxl2, elems * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(o.maxl2_bf16.data(), a.maxl2_bf16, elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(o.best.data(), a.best_norm2, rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(o.count.data(), a.count, rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (void* p : {static_cast<void*>(a.maxl2), static_cast<void*>(a.maxl2_bf16), static_cast<void*>(a.best_norm2),
-                  static_cast<void*>(a.count), static_cast<void*>(a.mean), static_cast<void*>(a.kmin),
-                  static_cast<void*>(a.kmax)}) {
-    if (p) cudaFree(p);
-  }
+  o.maxl2.resize(d.elems);
+  o.maxl2_bf16.resize(d.elems);
+  o.best.resize(d.rows);
+  o.count.resize(d.rows);
+  EXPECT_EQ(cudaMemcpy(o.maxl2.data(), d.args.maxl2, d.elems * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(o.maxl2_bf16.data(), d.args.maxl2_bf16, d.elems * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(o.best.data(), d.args.best_norm2, d.rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(o.count.data(), d.args.count, d.rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
   return o;
 }
 
@@ -191,54 +218,6 @@ TEST(CoarsenKernel, RepresentativesWithoutStatisticsMatch) {
     EXPECT_EQ(wrong, 0) << "of " << s.heads * M << " blocks";
   }
 }
-
-// Device buffers of one tensor's outputs; `f32` false leaves maxl2 null (bf16 copies only).
-struct DeviceOutputs {
-  CoarsenArgs args;
-  size_t rows = 0, elems = 0;
-  DeviceOutputs(const Shape& s, const void* x, bool f32, bool stats) {
-    args.x = x;
-    args.dtype = s.dtype;
-    args.batch = 1;
-    args.heads = s.heads;
-    args.tokens = s.tokens;
-    args.dim = s.dim;
-    args.block_size = s.block;
-    rows = static_cast<size_t>(s.heads) * args.blocks();
-    elems = rows * s.dim;
-    if (f32) args.maxl2 = DeviceAlloc<float>(elems);
-    args.maxl2_bf16 = DeviceAlloc<__nv_bfloat16>(elems);
-    args.best_norm2 = DeviceAlloc<float>(rows);
-    args.count = DeviceAlloc<int32_t>(rows);
-    if (stats) {
-      args.mean = DeviceAlloc<float>(elems);
-      args.kmin = DeviceAlloc<float>(elems);
-      args.kmax = DeviceAlloc<float>(elems);
-    }
-  }
-  ~DeviceOutputs() {
-    for (void* p : {static_cast<void*>(args.maxl2), static_cast<void*>(args.maxl2_bf16),
-                    static_cast<void*>(args.best_norm2), static_cast<void*>(args.count), static_cast<void*>(args.mean),
-                    static_cast<void*>(args.kmin), static_cast<void*>(args.kmax)}) {
-      if (p) cudaFree(p);
-    }
-  }
-  // Every output as bytes (absent ones empty), for exact comparison.
-  std::vector<std::vector<unsigned char>> Download() const {
-    std::vector<std::vector<unsigned char>> out;
-    const std::pair<const void*, size_t> parts[] = {
-        {args.maxl2, elems * 4}, {args.maxl2_bf16, elems * 2}, {args.best_norm2, rows * 4}, {args.count, rows * 4},
-        {args.mean, elems * 4},  {args.kmin, elems * 4},       {args.kmax, elems * 4}};
-    for (const auto& [ptr, bytes] : parts) {
-      std::vector<unsigned char> host(ptr ? bytes : 0);
-      if (ptr) {
-        EXPECT_EQ(cudaMemcpy(host.data(), ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-      }
-      out.push_back(std::move(host));
-    }
-    return out;
-  }
-};
 
 TEST(CoarsenKernel, QueriesAndKeysInOneLaunchMatchTwoLaunches) {
   REQUIRE_CUDA_DEVICE();

@@ -20,7 +20,7 @@ prepare() {
   set -e
   cmake -S . -B "$BUILD" -G Ninja >/dev/null
   ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test \
-    cuda_coarsen_kernel_test cab-bench-gpu cab-bench-evict
+    cuda_representatives_test cuda_coarsen_kernel_test cab-bench-gpu cab-bench-evict
   local extra=()
   for t in cab-server cab-client; do
     if ninja -C "$BUILD" -j2 "$t"; then extra+=("$BUILD/bin/$t"); else echo "warning: $t did not build; end-to-end part skipped"; fi
@@ -28,7 +28,7 @@ prepare() {
   rm -rf "$BUNDLE"
   local bins=("$BUILD/bin/cab-bench-gpu" "$BUILD/bin/cab-bench-evict" "$BUILD/tests/cuda/cuda_backend_test"
               "$BUILD/tests/cuda/cuda_evict_test" "$BUILD/tests/cuda/cuda_batch_test" "$BUILD/tests/cuda/cuda_placement_test"
-              "$BUILD/tests/cuda/cuda_coarsen_kernel_test")
+              "$BUILD/tests/cuda/cuda_representatives_test" "$BUILD/tests/cuda/cuda_coarsen_kernel_test")
   ../shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}" \
     2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
@@ -60,7 +60,8 @@ remote() {
   local summary=$OUT/summary.md
   { echo "# GPU run $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; } | tee "$summary"
 
-  for t in cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test cuda_coarsen_kernel_test; do
+  for t in cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test cuda_representatives_test \
+           cuda_coarsen_kernel_test; do
     echo "## cross-backend test $t" | tee -a "$summary"
     timeout 150 "$BUNDLE/bin/$t" >"$OUT/$t.log" 2>&1
     echo "exit $?" | tee -a "$summary"
@@ -107,16 +108,20 @@ remote() {
     echo "cuda server port ${gpu_port:-none}, cpu server port ${cpu_port:-none}" | tee -a "$summary"
     head -5 /tmp/cab-server-cuda.log | tee -a "$summary"
     local client="$BUNDLE/bin/cab-client"
-    for policy in cab magnitude quest adaptive; do
-      for port in "$gpu_port" "$cpu_port"; do
-        timeout 60 "$client" predict --server=127.0.0.1:"$port" --seq_len=8192 --heads=8 --kv_heads=4 --head_dim=128 \
-          --dtype=bf16 --block_size=64 --policy="$policy" --print_rows=128 2>&1 | grep "row " >"/tmp/rows-$port-$policy.txt"
+    # Full Q/K, then representatives (uploaded by the CUDA backend as they arrive).
+    for reps in "" "--representatives"; do
+      for policy in cab magnitude quest adaptive; do
+        for port in "$gpu_port" "$cpu_port"; do
+          timeout 60 "$client" predict --server=127.0.0.1:"$port" --seq_len=8192 --heads=8 --kv_heads=4 --head_dim=128 \
+            --dtype=bf16 --block_size=64 --policy="$policy" --print_rows=128 $reps 2>&1 | grep "row " >"/tmp/rows-$port-$policy.txt"
+        done
+        if cmp -s "/tmp/rows-$gpu_port-$policy.txt" "/tmp/rows-$cpu_port-$policy.txt"; then r=identical; else r="differ in $(diff "/tmp/rows-$gpu_port-$policy.txt" "/tmp/rows-$cpu_port-$policy.txt" | grep -c '^<') rows"; fi
+        echo "e2e $policy ${reps:-full} (N=8192, Hq=8, Hkv=4, D=128, bf16, head 0, 128 rows): cuda vs cpu server masks $r ($(wc -l <"/tmp/rows-$gpu_port-$policy.txt") rows)" | tee -a "$summary"
       done
-      if cmp -s "/tmp/rows-$gpu_port-$policy.txt" "/tmp/rows-$cpu_port-$policy.txt"; then r=identical; else r="differ in $(diff "/tmp/rows-$gpu_port-$policy.txt" "/tmp/rows-$cpu_port-$policy.txt" | grep -c '^<') rows"; fi
-      echo "e2e $policy (N=8192, Hq=8, Hkv=4, D=128, bf16, head 0, 128 rows): cuda vs cpu server masks $r ($(wc -l <"/tmp/rows-$gpu_port-$policy.txt") rows)" | tee -a "$summary"
     done
     for n in 16384 131072; do
-      for reps in "" "--representatives"; do
+      # --precomputed: the representatives built once, so p50 is transport + server.
+      for reps in "" "--representatives" "--representatives --precomputed"; do
         [ "$n" = 131072 ] && [ -z "$reps" ] && continue  # 2 GiB of raw Q/K exceeds one gRPC message
         echo "e2e bench cuda N=$n $reps:" | tee -a "$summary"
         timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=5 --warmup=1 --seq_len=$n --heads=32 \

@@ -25,21 +25,10 @@ absl::Status Guarded(const std::function<absl::Status()>& fn) {
 absl::StatusOr<CoarsePair> CoarsenInputs(const PredictInputs& in, cab::Backend& backend) {
   CoarsePair out;
   absl::Status st = Guarded([&]() -> absl::Status {
-    if (!in.representatives) {
-      auto q = backend.Coarsen(in.q, in.block_size);
-      if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat("q: ", q.status().message()));
-      auto k = backend.Coarsen(in.k, in.block_size);
-      if (!k.ok()) return absl::Status(k.status().code(), absl::StrCat("k: ", k.status().message()));
-      out.q = std::move(*q);
-      out.k = std::move(*k);
-      return absl::OkStatus();
-    }
-    auto q = cab::CoarseFromRepresentatives(in.q, nullptr, nullptr, in.block_size, in.tokens);
-    if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat("q_rep: ", q.status().message()));
-    const cab::TensorView* kmin = in.k_min ? &*in.k_min : nullptr;
-    const cab::TensorView* kmax = in.k_max ? &*in.k_max : nullptr;
-    auto k = cab::CoarseFromRepresentatives(in.k, kmin, kmax, in.block_size, in.tokens);
-    if (!k.ok()) return absl::Status(k.status().code(), absl::StrCat("k_rep: ", k.status().message()));
+    auto q = backend.Coarsen(in.q, in.block_size);
+    if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat("q: ", q.status().message()));
+    auto k = backend.Coarsen(in.k, in.block_size);
+    if (!k.ok()) return absl::Status(k.status().code(), absl::StrCat("k: ", k.status().message()));
     out.q = std::move(*q);
     out.k = std::move(*k);
     return absl::OkStatus();
@@ -48,20 +37,28 @@ absl::StatusOr<CoarsePair> CoarsenInputs(const PredictInputs& in, cab::Backend& 
   return out;
 }
 
-absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k, const cab::MaskParams& params,
-                              cab::v1::MaskFormat format, bool diagnostics, cab::Backend& backend,
-                              const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
-                              cab::v1::Timings* timings, const cab::CallContext& call) {
+namespace {
+
+// The predict stage (`predict`), then the mask in `format` and the diagnostics.
+absl::Status PredictAndEncodeWith(const std::function<absl::StatusOr<cab::MaskResult>()>& predict,
+                                  const cab::MaskParams& params, cab::v1::MaskFormat format, bool diagnostics,
+                                  const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
+                                  cab::v1::Timings* timings) {
   cab::MaskResult result;
   auto t0 = std::chrono::steady_clock::now();
   absl::Status st = Guarded([&]() -> absl::Status {
-    auto r = backend.PredictMask(q, k, params, diagnostics, call);
+    auto r = predict();
     if (!r.ok()) return r.status();
     result = std::move(*r);
     return absl::OkStatus();
   });
   if (!st.ok()) return st;
-  timings->set_predict_seconds(SecondsSince(t0));
+  // Representatives taken in inside the call count as the coarsen stage.
+  timings->set_predict_seconds(SecondsSince(t0) - result.coarsen_seconds);
+  if (result.coarsen_seconds > 0) {
+    timings->set_coarsen_seconds(result.coarsen_seconds);
+    hooks.Observe(Stage::kCoarsen, result.coarsen_seconds);
+  }
   hooks.Observe(Stage::kCurvature, result.graph_seconds);
   hooks.Observe(Stage::kSelect, result.select_seconds);
   if (auto s = hooks.Check(); !s.ok()) return s;
@@ -90,6 +87,31 @@ absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlock
   timings->set_encode_seconds(encode);
   hooks.Observe(Stage::kEncode, encode);
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlocks& k, const cab::MaskParams& params,
+                              cab::v1::MaskFormat format, bool diagnostics, cab::Backend& backend,
+                              const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
+                              cab::v1::Timings* timings, const cab::CallContext& call) {
+  return PredictAndEncodeWith([&] { return backend.PredictMask(q, k, params, diagnostics, call); }, params, format,
+                              diagnostics, hooks, mask, diag, timings);
+}
+
+absl::Status PredictRepresentativesAndEncode(const PredictInputs& in, cab::Backend& backend, const StageHooks& hooks,
+                                             cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
+                                             cab::v1::Timings* timings) {
+  cab::RepresentativeInputs reps;
+  reps.q = in.q;
+  reps.k = in.k;
+  reps.kmin = in.k_min ? &*in.k_min : nullptr;
+  reps.kmax = in.k_max ? &*in.k_max : nullptr;
+  reps.block_size = in.block_size;
+  reps.tokens = in.tokens;
+  return PredictAndEncodeWith(
+      [&] { return backend.PredictMaskFromRepresentatives(reps, in.params, in.diagnostics, cab::CallContext{}); },
+      in.params, in.format, in.diagnostics, hooks, mask, diag, timings);
 }
 
 }  // namespace cab::server

@@ -26,8 +26,7 @@ struct CoarsePair {
   cab::CoarseBlocks q, k;
 };
 
-// Coarse state of a decoded PredictRequest (coarsen stage): the backend coarsens full tensors;
-// representatives are taken as they are.
+// Coarse state of a decoded PredictRequest with full tensors (coarsen stage): the backend coarsens q and k.
 absl::StatusOr<CoarsePair> CoarsenInputs(const PredictInputs& in, cab::Backend& backend);
 
 // PredictMask, then the mask in `format` and (when asked) the diagnostics; timings->predict_seconds
@@ -36,6 +35,13 @@ absl::Status PredictAndEncode(const cab::CoarseBlocks& q, const cab::CoarseBlock
                               cab::v1::MaskFormat format, bool diagnostics, cab::Backend& backend,
                               const StageHooks& hooks, cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
                               cab::v1::Timings* timings, const cab::CallContext& call = {});
+
+// PredictAndEncode for a request with representatives: the backend takes them as they arrived
+// (Backend::PredictMaskFromRepresentatives); the time it spends taking them in is the coarsen stage
+// (timings->coarsen_seconds and the stage metric).
+absl::Status PredictRepresentativesAndEncode(const PredictInputs& in, cab::Backend& backend, const StageHooks& hooks,
+                                             cab::v1::BlockMask* mask, cab::v1::Diagnostics* diag,
+                                             cab::v1::Timings* timings);
 
 // Runs `fn`, turning exceptions from the compute (out of memory above all) into a status so that a
 // request the server cannot afford fails alone instead of taking the process down.

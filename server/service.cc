@@ -109,18 +109,24 @@ grpc::ServerUnaryReactor* MaskPredictorService::Predict(grpc::CallbackServerCont
     const StageHooks hooks = HooksFor(state, ctx);
     absl::Status st = hooks.Check();
     if (!st.ok()) return call->Finish(st, nullptr);
-    const auto t1 = Clock::now();
-    auto coarse = CoarsenInputs(*in, *state->backend);
-    if (!coarse.ok()) return call->Finish(coarse.status(), nullptr);
-    const double coarsen = SecondsSince(t1);
-    hooks.Observe(Stage::kCoarsen, coarsen);
-    if (st = hooks.Check(); !st.ok()) return call->Finish(st, nullptr);
     cab::v1::Timings* t = resp->mutable_timings();
-    st = PredictAndEncode(coarse->q, coarse->k, in->params, in->format, in->diagnostics, *state->backend, hooks,
-                          resp->mutable_mask(), resp->mutable_diagnostics(), t);
+    if (in->representatives) {
+      // The backend takes the wire tensors as they are (the CUDA backend uploads them directly).
+      st = PredictRepresentativesAndEncode(*in, *state->backend, hooks, resp->mutable_mask(),
+                                           resp->mutable_diagnostics(), t);
+    } else {
+      const auto t1 = Clock::now();
+      auto coarse = CoarsenInputs(*in, *state->backend);
+      if (!coarse.ok()) return call->Finish(coarse.status(), nullptr);
+      const double coarsen = SecondsSince(t1);
+      hooks.Observe(Stage::kCoarsen, coarsen);
+      t->set_coarsen_seconds(coarsen);
+      if (st = hooks.Check(); !st.ok()) return call->Finish(st, nullptr);
+      st = PredictAndEncode(coarse->q, coarse->k, in->params, in->format, in->diagnostics, *state->backend, hooks,
+                            resp->mutable_mask(), resp->mutable_diagnostics(), t);
+    }
     if (!st.ok()) return call->Finish(st, nullptr);
     t->set_decode_seconds(decode);
-    t->set_coarsen_seconds(coarsen);
     t->set_total_seconds(SecondsSince(call->start()));
     call->Finish(absl::OkStatus(), resp);
   });

@@ -340,8 +340,8 @@ absl::StatusOr<CoarseBlocks> CoarsenCpu(const TensorView& x, int block_size) {
   return c;
 }
 
-absl::StatusOr<CoarseBlocks> CoarseFromRepresentatives(const TensorView& reps, const TensorView* kmin,
-                                                       const TensorView* kmax, int block_size, int64_t tokens) {
+absl::Status CheckRepresentatives(const TensorView& reps, const TensorView* kmin, const TensorView* kmax,
+                                  int block_size, int64_t tokens) {
   if (auto s = CheckTensor4(reps, "reps"); !s.ok()) return s;
   if (block_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("block_size: ", block_size, " must be >= 1"));
@@ -357,14 +357,21 @@ absl::StatusOr<CoarseBlocks> CoarseFromRepresentatives(const TensorView& reps, c
                                                       : "kmax: missing (kmin was given)");
   }
   if (auto s = CheckFinite(reps, "reps"); !s.ok()) return s;
-  const bool bounds = kmin != nullptr;
-  if (bounds) {
+  if (kmin != nullptr) {
     for (auto [t, name] : {std::pair{kmin, "kmin"}, std::pair{kmax, "kmax"}}) {
       if (auto s = CheckTensor4(*t, name); !s.ok()) return s;
       if (auto s = CheckSameShape(*t, reps, name, "reps"); !s.ok()) return s;
       if (auto s = CheckFinite(*t, name); !s.ok()) return s;
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CoarseBlocks> CoarseFromRepresentatives(const TensorView& reps, const TensorView* kmin,
+                                                       const TensorView* kmax, int block_size, int64_t tokens) {
+  if (auto s = CheckRepresentatives(reps, kmin, kmax, block_size, tokens); !s.ok()) return s;
+  const int64_t M = reps.shape[2];
+  const bool bounds = kmin != nullptr;
   const size_t elems = static_cast<size_t>(reps.numel());
   CoarseBlocks c;
   c.batch = static_cast<int>(reps.shape[0]);

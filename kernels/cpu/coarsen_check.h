@@ -14,6 +14,12 @@ namespace cab {
 // `what` names the argument in the message ("q", "k", "state").
 absl::Status CheckCoarse(const CoarseBlocks& c, const std::string& what);
 
+// What CoarseFromRepresentatives checks before it copies anything: reps [B, H, M, D] finite with
+// M = ceil(tokens / block_size); kmin / kmax both or neither, shaped like reps, finite. (Whether
+// kmin <= kmax holds is checked while copying.) Messages name reps, kmin, kmax, block_size, tokens.
+absl::Status CheckRepresentatives(const TensorView& reps, const TensorView* kmin, const TensorView* kmax,
+                                  int block_size, int64_t tokens);
+
 // Rank-4 tensor with a known dtype (CheckTensor plus the dtype enum range).
 absl::Status CheckTensor4(const TensorView& x, const std::string& what);
 

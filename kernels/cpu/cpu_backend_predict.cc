@@ -45,6 +45,11 @@ struct HeadRows {
 absl::Status CheckCoarsePair(const CoarseBlocks& q, const CoarseBlocks& k) {
   if (auto s = CheckCoarse(q, "q"); !s.ok()) return s;
   if (auto s = CheckCoarse(k, "k"); !s.ok()) return s;
+  return CheckCoarseShapes({q.batch, q.heads, q.blocks, q.dim, q.block_size},
+                           {k.batch, k.heads, k.blocks, k.dim, k.block_size});
+}
+
+absl::Status CheckCoarseShapes(const CoarseShape& q, const CoarseShape& k) {
   for (auto [a, b, field] : {std::tuple{q.batch, k.batch, "batch"}, {q.blocks, k.blocks, "blocks"},
                              {q.dim, k.dim, "dim"}, {q.block_size, k.block_size, "block_size"}}) {
     if (a != b) {

@@ -14,6 +14,13 @@ constexpr int kMaxBlocks = 16384;
 // q.heads a multiple of k.heads); errors name "q.<field>" or "k.<field>".
 absl::Status CheckCoarsePair(const CoarseBlocks& q, const CoarseBlocks& k);
 
+// The part of CheckCoarsePair about the pair's shapes, for callers holding representatives rather
+// than coarse states (the CUDA backend's PredictMaskFromRepresentatives): the same messages.
+struct CoarseShape {
+  int batch = 0, heads = 0, blocks = 0, dim = 0, block_size = 0;
+};
+absl::Status CheckCoarseShapes(const CoarseShape& q, const CoarseShape& k);
+
 absl::StatusOr<MaskResult> PredictMaskCpu(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                           bool diagnostics, ThreadPool& pool);
 

@@ -1,5 +1,6 @@
 #include "cuda_backend.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,6 +16,7 @@
 #include "cuda_status.h"
 #include "device_evictor.h"
 #include "device_placement.h"
+#include "host_operands.h"
 #include "predict_batcher.h"
 #include "evict_inputs.h"           // kernels/cpu: ResolveEvictShape, shared validation
 #include "select.h"                 // kernels/cpu: NeedOf
@@ -91,6 +93,8 @@ class CudaBackend final : public Backend {
   absl::StatusOr<MaskResult> PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                          bool diagnostics, const CallContext& call) override;
   absl::StatusOr<KeepIndices> Evict(const EvictInputs& in, const EvictParams& p, const CallContext& call) override;
+  absl::StatusOr<MaskResult> PredictMaskFromRepresentatives(const RepresentativeInputs& in, const MaskParams& p,
+                                                            bool diagnostics, const CallContext& call) override;
   absl::StatusOr<HeadGraph> Graph(const CoarseBlocks& q, const CoarseBlocks& k, int b, int h,
                                   Coarsening query_coarsening, const GraphParams& p) override;
   void ReleaseSession(uint64_t session) override { placement_.Release(session); }
@@ -99,14 +103,14 @@ class CudaBackend final : public Backend {
 
   // One request's share of an upload: batches [b0, b0 + nb) and query heads [h0, h0 + nh).
   struct UploadPart {
-    const CoarseBlocks* q;
-    const CoarseBlocks* k;
+    const HostOperands* ops;
     int b0, nb, h0, nh;
   };
-  // Copies the parts' query coarsening and the matching kv heads to the device, stacked along the
-  // batch (every part has the same heads, blocks and dim).
-  absl::StatusOr<PredictorInputs> Upload(Worker& w, const std::vector<UploadPart>& parts, Coarsening qc,
-                                         Estimator estimator, bool bf16_exact);
+  // Copies the parts' query operand and the matching kv heads' key operand (Quest: bounds) to the
+  // device, stacked along the batch (every part has the same heads, blocks and dim).
+  absl::StatusOr<PredictorInputs> Upload(Worker& w, const std::vector<UploadPart>& parts, bool bf16_exact);
+  // PredictMask on validated operands (rows checked): placed, batched with same-key requests, run.
+  absl::StatusOr<MaskResult> PredictOnDevice(const HostOperands& ops, const MaskParams& p, const CallContext& call);
   // Runs a group of same-key requests (all placed on `device`) as one launch and splits the mask.
   void RunBatch(int device, const std::vector<BatchItem*>& items);
 
@@ -118,38 +122,55 @@ class CudaBackend final : public Backend {
   PredictBatcher batcher_;
 };
 
-absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector<UploadPart>& parts, Coarsening qc,
-                                                    Estimator estimator, bool bf16_exact) {
-  const CoarseBlocks& q0 = *parts.front().q;
-  const int g = q0.heads / parts.front().k->heads;
-  const size_t row = static_cast<size_t>(q0.blocks) * q0.dim;  // floats per head
+absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector<UploadPart>& parts,
+                                                    bool bf16_exact) {
+  const HostOperands& o0 = *parts.front().ops;
+  const int g = o0.q_heads / o0.kv_heads;
+  const size_t row = static_cast<size_t>(o0.blocks) * o0.dim;  // values per head
   int nb = 0;
   for (const UploadPart& part : parts) nb += part.nb;
   const int nh = parts.front().nh, nkv = (nh + g - 1) / g;
   const size_t nq = static_cast<size_t>(nb) * nh * row, nk = static_cast<size_t>(nb) * nkv * row;
-  const bool quest = estimator == Estimator::kQuest;
+  const bool quest = o0.kmin != nullptr;
   // Operands that are bf16 values travel as bf16 when the score GEMM takes them so: half the
   // staging and upload, and no cast pass on the device.
   const bool as_bf16 = !quest && bf16_exact && w.predictor->Bf16Scores(true);
   const size_t total = nq + (quest ? 2 : 1) * nk;
   CAB_RETURN_IF_ERROR(w.staging.Reserve(total * sizeof(float)));
   float* stage = w.staging.as<float>();
-  // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch;
-  // into floats, or into bf16 (the top half of each float: exact for bf16 values).
-  auto gather = [&](auto pick, bool query, auto* dst) {
+  // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch.
+  // A source is fp32 or bf16 bits, the destination floats or bf16 (the top half of each float:
+  // exact for bf16 values).
+  enum Which { kQuery, kKey, kMin, kMax };
+  auto gather = [&](Which which, auto* dst) {
+    using Dst = std::remove_pointer_t<decltype(dst)>;
     for (const UploadPart& part : parts) {
-      const CoarseBlocks& c = query ? *part.q : *part.k;
+      const HostOperands& o = *part.ops;
+      const bool query = which == kQuery;
+      const int heads = query ? o.q_heads : o.kv_heads;
       const int first = query ? part.h0 : part.h0 / g, count = query ? nh : nkv;
-      const std::vector<float>& src = pick(c);
+      const float* f32 = which == kQuery ? o.q : which == kKey ? o.k : which == kMin ? o.kmin : o.kmax;
+      const uint16_t* b16 = which == kQuery ? o.q_bf16 : which == kKey ? o.k_bf16 : nullptr;
       for (int b = 0; b < part.nb; ++b) {
-        const float* from = src.data() + (static_cast<size_t>(part.b0 + b) * c.heads + first) * row;
+        const size_t from = (static_cast<size_t>(part.b0 + b) * heads + first) * row;
         const size_t n = static_cast<size_t>(count) * row;
-        if constexpr (std::is_same_v<std::remove_pointer_t<decltype(dst)>, float>) {
-          std::memcpy(dst, from, n * sizeof(float));
+        if constexpr (std::is_same_v<Dst, float>) {
+          if (f32 != nullptr) {
+            std::memcpy(dst, f32 + from, n * sizeof(float));
+          } else {
+            for (size_t i = 0; i < n; ++i) {
+              uint16_t h;
+              std::memcpy(&h, b16 + from + i, 2);
+              const uint32_t u = static_cast<uint32_t>(h) << 16;
+              std::memcpy(dst + i, &u, 4);
+            }
+          }
+        } else if (b16 != nullptr) {
+          std::memcpy(dst, b16 + from, n * sizeof(uint16_t));
         } else {
           for (size_t i = 0; i < n; ++i) {
             uint32_t u;
-            std::memcpy(&u, from + i, 4);
+            std::memcpy(&u, f32 + from + i, 4);
             dst[i] = static_cast<uint16_t>(u >> 16);
           }
         }
@@ -157,20 +178,17 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector
       }
     }
   };
-  // The query operand, and the key operand of a dot estimator.
-  auto pick_q = [&](const CoarseBlocks& c) -> const std::vector<float>& { return qc == Coarsening::kMaxL2 ? c.maxl2 : c.mean; };
-  auto pick_k = [&](const CoarseBlocks& c) -> const std::vector<float>& { return estimator == Estimator::kMean ? c.mean : c.maxl2; };
   const cudaStream_t stream = w.predictor->stream();
   PredictorInputs in;
   in.batch = nb;
   in.q_heads = nh;
   in.kv_heads = nkv;
-  in.blocks = q0.blocks;
-  in.dim = q0.dim;
+  in.blocks = o0.blocks;
+  in.dim = o0.dim;
   if (as_bf16) {
     uint16_t* stage16 = w.staging.as<uint16_t>();
-    gather(pick_q, true, stage16);
-    gather(pick_k, false, stage16 + nq);
+    gather(kQuery, stage16);
+    gather(kKey, stage16 + nq);
     CAB_RETURN_IF_ERROR(w.q.Reserve(nq * 2));
     CAB_RETURN_IF_ERROR(w.k.Reserve(nk * 2));
     CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, stream));
@@ -180,13 +198,13 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector
     in.k_feature_bf16 = w.k.as<__nv_bfloat16>();
     return in;
   }
-  gather(pick_q, true, stage);
+  gather(kQuery, stage);
   CAB_RETURN_IF_ERROR(w.q.Reserve(nq * sizeof(float)));
   CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice, stream));
   in.q_rep = w.q.as<float>();
   if (quest) {
-    gather([](const CoarseBlocks& c) -> const std::vector<float>& { return c.kmin; }, false, stage + nq);
-    gather([](const CoarseBlocks& c) -> const std::vector<float>& { return c.kmax; }, false, stage + nq + nk);
+    gather(kMin, stage + nq);
+    gather(kMax, stage + nq + nk);
     CAB_RETURN_IF_ERROR(w.kmin.Reserve(nk * sizeof(float)));
     CAB_RETURN_IF_ERROR(w.kmax.Reserve(nk * sizeof(float)));
     CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
@@ -195,7 +213,7 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector
     in.kmin = w.kmin.as<float>();
     in.kmax = w.kmax.as<float>();
   } else {
-    gather(pick_k, false, stage + nq);
+    gather(kKey, stage + nq);
     CAB_RETURN_IF_ERROR(w.k.Reserve(nk * sizeof(float)));
     CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
     in.k_feature = w.k.as<float>();
@@ -204,17 +222,16 @@ absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector
   return in;
 }
 
-// True when the operands the scores GEMM reads are all exactly bf16 values (see AllBf16).
-bool OperandsBf16(const CoarseBlocks& q, const CoarseBlocks& k, Coarsening qc, Estimator estimator) {
-  if (estimator == Estimator::kQuest) return false;
-  const std::vector<float>& qs = qc == Coarsening::kMaxL2 ? q.maxl2 : q.mean;
-  const std::vector<float>& ks = estimator == Estimator::kMean ? k.mean : k.maxl2;
-  return AllBf16(qs.data(), qs.size()) && AllBf16(ks.data(), ks.size());
+// True when the operands the scores GEMM reads are all exactly bf16 values (see AllBf16); bf16
+// bits are by definition. Quest's bound kernel reads fp32.
+bool OperandsBf16(const HostOperands& o) {
+  if (o.kmin != nullptr) return false;
+  return (o.q_bf16 != nullptr || AllBf16(o.q, o.q_elems())) && (o.k_bf16 != nullptr || AllBf16(o.k, o.k_elems()));
 }
 
 // What must agree for two requests to share one launch: head shape and every parameter.
 // Requests share a launch only on the worker they were placed on, so the worker is part of the key.
-std::string BatchKey(int worker, const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p, bool bf16_exact) {
+std::string BatchKey(int worker, const HostOperands& o, const MaskParams& p, bool bf16_exact) {
   struct Key {
     int worker, q_heads, kv_heads, blocks, dim, estimator, query_coarsening, row_begin, row_end, bf16_exact;
     float importance_ratio;
@@ -223,10 +240,10 @@ std::string BatchKey(int worker, const CoarseBlocks& q, const CoarseBlocks& k, c
   // Compared as bytes: every field is 4 bytes wide, so there is no padding to hold garbage.
   static_assert(sizeof(Key) == 11 * 4 + sizeof(DeviceMaskParams) && sizeof(DeviceMaskParams) % 4 == 0);
   key.worker = worker;
-  key.q_heads = q.heads;
-  key.kv_heads = k.heads;
-  key.blocks = q.blocks;
-  key.dim = q.dim;
+  key.q_heads = o.q_heads;
+  key.kv_heads = o.kv_heads;
+  key.blocks = o.blocks;
+  key.dim = o.dim;
   key.estimator = static_cast<int>(p.graph.estimator);
   key.query_coarsening = static_cast<int>(p.query_coarsening);
   key.row_begin = p.row_begin;
@@ -237,33 +254,83 @@ std::string BatchKey(int worker, const CoarseBlocks& q, const CoarseBlocks& k, c
   return std::string(reinterpret_cast<const char*>(&key), sizeof(key));
 }
 
-absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                                    bool diagnostics, const CallContext& call) {
-  if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
-    return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
-  }
-  if (auto s = p.Validate(); !s.ok()) return s;
-  if (auto s = cpu::CheckCoarsePair(q, k); !s.ok()) return s;
-  // Positions-only policies and diagnostics (curvature statistics over every edge) go to the CPU.
-  if (cpu::NeedOf(p.policy) == cpu::GraphNeed::kNone || diagnostics) return cpu_->PredictMask(q, k, p, diagnostics);
-  const int m = q.blocks;
+// Rows the request asks for must exist (the same messages as the CPU backend).
+absl::Status CheckRows(const MaskParams& p, int m) {
   if (p.row_begin >= m) {
     return absl::InvalidArgumentError(absl::StrCat("row_begin: ", p.row_begin, " must be < the number of blocks (", m, ")"));
   }
   if (p.row_end > m) {
     return absl::InvalidArgumentError(absl::StrCat("row_end: ", p.row_end, " exceeds the number of blocks (", m, ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPolicyRange(const MaskParams& p) {
+  if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
+    return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
+  }
+  return absl::OkStatus();
+}
+
+Estimator ScoreEstimator(const MaskParams& p) {
+  return p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
+}
+
+absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
+                                                    bool diagnostics, const CallContext& call) {
+  if (auto s = CheckPolicyRange(p); !s.ok()) return s;
+  if (auto s = p.Validate(); !s.ok()) return s;
+  if (auto s = cpu::CheckCoarsePair(q, k); !s.ok()) return s;
+  // Positions-only policies and diagnostics (curvature statistics over every edge) go to the CPU.
+  if (cpu::NeedOf(p.policy) == cpu::GraphNeed::kNone || diagnostics) return cpu_->PredictMask(q, k, p, diagnostics);
+  if (auto s = CheckRows(p, q.blocks); !s.ok()) return s;
+  return PredictOnDevice(HostOperands::FromCoarse(q, k, p.query_coarsening, ScoreEstimator(p)), p, call);
+}
+
+absl::StatusOr<MaskResult> CudaBackend::PredictMaskFromRepresentatives(const RepresentativeInputs& in,
+                                                                       const MaskParams& p, bool diagnostics,
+                                                                       const CallContext& call) {
+  // Read straight from the request: fp32 or bf16 representatives of a device-run policy with a dot
+  // estimator. Anything else (Quest's bounds, fp16, CPU-run policies, diagnostics) takes the
+  // default path through a host coarse state, as do all error messages of those cases.
+  auto direct_dtype = [](DType d) { return d == DType::kF32 || d == DType::kBF16; };
+  const bool direct = in.kmin == nullptr && in.kmax == nullptr && !diagnostics && CheckPolicyRange(p).ok() &&
+                      cpu::NeedOf(p.policy) != cpu::GraphNeed::kNone && ScoreEstimator(p) != Estimator::kQuest &&
+                      direct_dtype(in.q.dtype) && direct_dtype(in.k.dtype);
+  if (!direct) return Backend::PredictMaskFromRepresentatives(in, p, diagnostics, call);
+  const auto start = std::chrono::steady_clock::now();
+  // The default path's checks in its order: each side's representatives, the parameters, the pair.
+  if (auto s = CheckRepresentatives(in.q, nullptr, nullptr, in.block_size, in.tokens); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("q_rep: ", s.message()));
+  }
+  if (auto s = CheckRepresentatives(in.k, nullptr, nullptr, in.block_size, in.tokens); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("k_rep: ", s.message()));
+  }
+  if (auto s = p.Validate(); !s.ok()) return s;
+  auto shape_of = [&](const TensorView& t) {
+    return cpu::CoarseShape{static_cast<int>(t.shape[0]), static_cast<int>(t.shape[1]), static_cast<int>(t.shape[2]),
+                            static_cast<int>(t.shape[3]), in.block_size};
+  };
+  if (auto s = cpu::CheckCoarseShapes(shape_of(in.q), shape_of(in.k)); !s.ok()) return s;
+  const HostOperands ops = HostOperands::FromRepresentatives(in.q, in.k);
+  if (auto s = CheckRows(p, ops.blocks); !s.ok()) return s;
+  const double coarsen = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  auto r = PredictOnDevice(ops, p, call);
+  if (r.ok()) r->coarsen_seconds = coarsen;
+  return r;
+}
+
+absl::StatusOr<MaskResult> CudaBackend::PredictOnDevice(const HostOperands& ops, const MaskParams& p,
+                                                        const CallContext& call) {
   BatchItem item;
-  item.q = &q;
-  item.k = &k;
+  item.ops = ops;
   item.p = &p;
-  const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
-  item.bf16_exact = OperandsBf16(q, k, p.query_coarsening, estimator);
-  item.cost = static_cast<int64_t>(q.batch) * q.heads * m * m * static_cast<int64_t>(sizeof(float));
+  item.bf16_exact = OperandsBf16(ops);
+  item.cost = static_cast<int64_t>(ops.batch) * ops.q_heads * ops.blocks * ops.blocks * static_cast<int64_t>(sizeof(float));
   const DevicePlacement::Lease lease = placement_.Acquire(call.session);
   const int device = lease.device();
   // The group's leader runs it with its own callback; every member has this device (it is in the key).
-  batcher_.Submit(BatchKey(device, q, k, p, item.bf16_exact), &item,
+  batcher_.Submit(BatchKey(device, ops, p, item.bf16_exact), &item,
                   [this, device](const std::vector<BatchItem*>& items) { RunBatch(device, items); });
   return std::move(item.result);
 }
@@ -274,15 +341,14 @@ void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
   };
   const BatchItem& first = *items.front();
   const MaskParams& p = *first.p;
-  const int m = first.q->blocks;
+  const int m = first.ops.blocks;
   const int row_end = p.row_end < 0 ? m : p.row_end;
   Worker& w = *workers_[device];
   std::lock_guard<std::mutex> lock(w.mu);
   if (auto s = CudaStatus(cudaSetDevice(w.predictor->device()), "cudaSetDevice"); !s.ok()) return fail(s);
-  const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
   std::vector<UploadPart> parts;
-  for (const BatchItem* it : items) parts.push_back({it->q, it->k, 0, it->q->batch, 0, it->q->heads});
-  auto in = Upload(w, parts, p.query_coarsening, estimator, first.bf16_exact);
+  for (const BatchItem* it : items) parts.push_back({&it->ops, 0, it->ops.batch, 0, it->ops.q_heads});
+  auto in = Upload(w, parts, first.bf16_exact);
   if (!in.ok()) return fail(in.status());
   if (auto s = w.predictor->Enqueue(*in, p, p.row_begin, row_end, false); !s.ok()) return fail(s);
   BlockMask all;
@@ -297,13 +363,18 @@ void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
     r.mask.cols = all.cols;
     r.mask.row_begin = all.row_begin;
     r.mask.rows = all.rows;
-    r.mask.batch = it->q->batch;
-    r.mask.heads = it->q->heads;
-    const int64_t nrows = static_cast<int64_t>(it->q->batch) * it->q->heads * rows_per_head;
-    const int64_t base = all.row_offsets[row0];
-    r.mask.row_offsets.resize(nrows + 1);
-    for (int64_t i = 0; i <= nrows; ++i) r.mask.row_offsets[i] = all.row_offsets[row0 + i] - base;
-    r.mask.col_indices.assign(all.col_indices.begin() + base, all.col_indices.begin() + all.row_offsets[row0 + nrows]);
+    r.mask.batch = it->ops.batch;
+    r.mask.heads = it->ops.q_heads;
+    const int64_t nrows = static_cast<int64_t>(it->ops.batch) * it->ops.q_heads * rows_per_head;
+    if (items.size() == 1) {  // the whole mask: moved, not copied (13 MiB of columns at 128k)
+      r.mask.row_offsets = std::move(all.row_offsets);
+      r.mask.col_indices = std::move(all.col_indices);
+    } else {
+      const int64_t base = all.row_offsets[row0];
+      r.mask.row_offsets.resize(nrows + 1);
+      for (int64_t i = 0; i <= nrows; ++i) r.mask.row_offsets[i] = all.row_offsets[row0 + i] - base;
+      r.mask.col_indices.assign(all.col_indices.begin() + base, all.col_indices.begin() + all.row_offsets[row0 + nrows]);
+    }
     row0 += nrows;
     r.graph_seconds = ((*ms)[kScores] + (*ms)[kTopLists] + (*ms)[kGraph]) * 1e-3;
     r.select_seconds = (*ms)[kSelect] * 1e-3;
@@ -340,8 +411,8 @@ absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const Coarse
   std::lock_guard<std::mutex> lock(w.mu);
   CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
   // One query head against its kv head (h / g): a batch of one, one head each.
-  auto in = Upload(w, {{&q, &k, b, 1, h, 1}}, query_coarsening, p.estimator,
-                   OperandsBf16(q, k, query_coarsening, p.estimator));
+  const HostOperands ops = HostOperands::FromCoarse(q, k, query_coarsening, p.estimator);
+  auto in = Upload(w, {{&ops, b, 1, h, 1}}, OperandsBf16(ops));
   if (!in.ok()) return in.status();
   MaskParams mp;
   mp.graph = p;

@@ -15,12 +15,12 @@
 
 #include "absl/status/statusor.h"
 #include "cab/backend.h"
+#include "host_operands.h"
 
 namespace cab::cuda {
 
 struct BatchItem {
-  const CoarseBlocks* q = nullptr;
-  const CoarseBlocks* k = nullptr;
+  HostOperands ops;  // points into the caller's request, which outlives Submit
   const MaskParams* p = nullptr;
   bool bf16_exact = false;
   int64_t cost = 0;  // bytes of device scores this request needs

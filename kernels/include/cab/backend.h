@@ -35,6 +35,9 @@ struct MaskResult {
   // Wall time of the two stages inside PredictMask, for the server's per-stage metrics.
   double graph_seconds = 0;     // scores, affinity, graph, curvature
   double select_seconds = 0;    // per-row selection and mask assembly
+  // Taking in client-sent representatives (PredictMaskFromRepresentatives): validation and, where
+  // the backend needs it, the host coarse state built from them. 0 for PredictMask.
+  double coarsen_seconds = 0;
   // Which entry of Backend::Devices() ran the call; -1 where no device did (the CPU backend, or an
   // op the CUDA backend answers on its embedded CPU backend). For tests and diagnostics.
   int device = -1;
@@ -47,6 +50,18 @@ struct MaskResult {
 // the session's key on a stream and none for unary requests.
 struct CallContext {
   uint64_t session = 0;
+};
+
+// Representatives a client computed itself (SPEC 1 done on its side), as they arrived: q [B, Hq, M, D]
+// and k [B, Hkv, M, D] serve as max-L2 and mean representatives alike; kmin / kmax (both or neither,
+// shaped like k) are Quest's key bounds. `tokens` is N (M = ceil(N / block_size)). The views must
+// outlive the call.
+struct RepresentativeInputs {
+  TensorView q, k;
+  const TensorView* kmin = nullptr;
+  const TensorView* kmax = nullptr;
+  int block_size = 0;
+  int64_t tokens = 0;
 };
 
 class Backend {
@@ -85,6 +100,13 @@ class Backend {
     (void)call;
     return Evict(in, p);
   }
+  // PredictMask on client-sent representatives. The default builds the host coarse state
+  // (CoarseFromRepresentatives; errors name q_rep / k_rep / k_min / k_max as the request does) and
+  // calls PredictMask; a backend that can read the wire tensors directly overrides it (the CUDA
+  // backend uploads bf16 representatives as they are). Same masks either way.
+  virtual absl::StatusOr<MaskResult> PredictMaskFromRepresentatives(const RepresentativeInputs& in,
+                                                                    const MaskParams& p, bool diagnostics,
+                                                                    const CallContext& call);
   // The session ended (any reason): its device slot is freed. Idempotent; a later call with the same
   // key counts as a new session. Default: nothing to free.
   virtual void ReleaseSession(uint64_t session) { (void)session; }

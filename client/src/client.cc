@@ -79,21 +79,33 @@ absl::Status MakePredictRequest(const PredictInput& in, int threads, v1::Predict
     return absl::OkStatus();
   }
   if (auto s = wire::CheckBlockSize(in.block_size, "block_size"); !s.ok()) return s;
-  auto q = client_internal::CoarsenParallel(in.q, in.block_size, threads);
-  if (!q.ok()) return q.status();
-  auto k = client_internal::CoarsenParallel(in.k, in.block_size, threads);
-  if (!k.ok()) return k.status();
   using namespace client_internal;
   // A max-L2 representative is one of the input's own vectors, so the input dtype holds it
   // exactly; means are sent in fp32 so the server sees the value the client computed.
-  auto dtype_of = [&](RepKind kind) { return kind == RepKind::kMean ? DType::kF32 : in.q.dtype; };
-  RepKind qk = QueryRep(in.params), kk = KeyRep(in.params);
-  EncodeBlocks(*q, qk, 0, q->blocks, dtype_of(qk), req->mutable_q_rep());
-  EncodeBlocks(*k, kk, 0, k->blocks, dtype_of(kk), req->mutable_k_rep());
-  if (NeedsKeyBounds(in.params)) {
-    EncodeBlocks(*k, RepKind::kMin, 0, k->blocks, in.k.dtype, req->mutable_k_min());
-    EncodeBlocks(*k, RepKind::kMax, 0, k->blocks, in.k.dtype, req->mutable_k_max());
-  }
+  auto dtype_of = [&](const TensorView& x, RepKind kind) { return kind == RepKind::kMean ? DType::kF32 : x.dtype; };
+  const bool bounds = NeedsKeyBounds(in.params);
+  // One side's representatives into `out`: a max-L2 side alone is picked directly (the chosen
+  // tokens' own bytes, without the means and bounds a full coarse state keeps); otherwise the full
+  // coarse state, which also gives Quest's key bounds.
+  auto encode = [&](const TensorView& x, RepKind kind, bool with_bounds, v1::Tensor* out) -> absl::Status {
+    if (kind == RepKind::kMaxL2 && !with_bounds) {
+      auto reps = MaxL2Representatives(x, in.block_size, CoarsenThreads(threads));
+      if (!reps.ok()) return reps.status();
+      const int64_t blocks = (x.shape[2] + in.block_size - 1) / in.block_size;
+      wire::EncodeView(TensorView{reps->data(), x.dtype, {x.shape[0], x.shape[1], blocks, x.shape[3]}}, out);
+      return absl::OkStatus();
+    }
+    auto c = CoarsenParallel(x, in.block_size, threads);
+    if (!c.ok()) return c.status();
+    EncodeBlocks(*c, kind, 0, c->blocks, dtype_of(x, kind), out);
+    if (with_bounds) {
+      EncodeBlocks(*c, RepKind::kMin, 0, c->blocks, x.dtype, req->mutable_k_min());
+      EncodeBlocks(*c, RepKind::kMax, 0, c->blocks, x.dtype, req->mutable_k_max());
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = encode(in.q, QueryRep(in.params), false, req->mutable_q_rep()); !s.ok()) return s;
+  if (auto s = encode(in.k, KeyRep(in.params), bounds, req->mutable_k_rep()); !s.ok()) return s;
   req->set_tokens(in.q.shape[2]);
   return absl::OkStatus();
 }

@@ -21,10 +21,14 @@ void Place(const std::vector<T>& src, int src_blocks, std::vector<T>& dst, int d
 
 }  // namespace
 
+int CoarsenThreads(int threads) {
+  return threads > 0 ? threads : static_cast<int>(std::min<unsigned>(8, std::max(1u, std::thread::hardware_concurrency())));
+}
+
 absl::StatusOr<CoarseBlocks> CoarsenParallel(const TensorView& x, int block_size, int threads) {
   if (x.shape.size() != 4 || x.numel() <= 0) return CoarsenCpu(x, block_size);  // its own errors
   const int64_t B = x.shape[0], H = x.shape[1], N = x.shape[2], D = x.shape[3];
-  if (threads <= 0) threads = static_cast<int>(std::min<unsigned>(8, std::max(1u, std::thread::hardware_concurrency())));
+  threads = CoarsenThreads(threads);
   const int slices = static_cast<int>(B * H);
   if (threads <= 1 || slices <= 1) return CoarsenCpu(x, block_size);
 

@@ -8,6 +8,9 @@
 
 namespace cab::client_internal {
 
+// The thread count both functions below use: `threads`, or for threads <= 0 min(hardware threads, 8).
+int CoarsenThreads(int threads);
+
 // threads <= 0: min(hardware threads, 8).
 absl::StatusOr<CoarseBlocks> CoarsenParallel(const TensorView& x, int block_size, int threads);
 

@@ -24,22 +24,15 @@
 #include "absl/strings/str_cat.h"
 #include "cab/coarse.h"
 #include "coarsen_check.h"
+#include "coarsen_math.h"
 
 namespace cab {
 namespace {
 
-constexpr float kNoNorm = -1.f;  // best_norm2 of a block with no token yet: any token beats it
+using coarsen_internal::FirstNonFinite;
+using coarsen_internal::SquaredNorm;
 
-// Summed in double over four independent lanes (a vectorisable reduction without -ffast-math).
-double SquaredNorm(const float* v, int dim) {
-  double acc[4] = {0, 0, 0, 0};
-  int d = 0;
-  for (; d + 4 <= dim; d += 4) {
-    for (int l = 0; l < 4; ++l) acc[l] += static_cast<double>(v[d + l]) * v[d + l];
-  }
-  for (; d < dim; ++d) acc[0] += static_cast<double>(v[d]) * v[d];
-  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
-}
+constexpr float kNoNorm = -1.f;  // best_norm2 of a block with no token yet: any token beats it
 
 // Resizes every per-block array of `c` from c.blocks to `blocks`, keeping each head's existing
 // blocks and initialising the new ones as empty.
@@ -91,38 +84,6 @@ void AddToken(CoarseBlocks& c, size_t row, const float* v) {
     c.best_norm2[row] = norm2;
     std::copy(v, v + dim, c.maxl2.data() + off);
   }
-}
-
-// Index of the first element whose exponent bits are all ones (inf or NaN), or -1. Works on the
-// raw bits of any dtype; the scan without an early exit vectorises, and the index is looked for
-// only when something is wrong.
-template <typename Bits>
-int64_t FirstAllOnesExponent(const Bits* p, int64_t n, Bits mask) {
-  int bad[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) bad[l] |= (p[i + l] & mask) == mask;
-  }
-  for (; i < n; ++i) bad[0] |= (p[i] & mask) == mask;
-  int any = 0;
-  for (int l = 0; l < 8; ++l) any |= bad[l];
-  if (any == 0) return -1;
-  for (i = 0; i < n; ++i) {
-    if ((p[i] & mask) == mask) return i;
-  }
-  return -1;
-}
-
-int64_t FirstNonFinite(const TensorView& x) {
-  switch (x.dtype) {
-    case DType::kF32:
-      return FirstAllOnesExponent(static_cast<const uint32_t*>(x.data), x.numel(), uint32_t{0x7f800000});
-    case DType::kF16:
-      return FirstAllOnesExponent(static_cast<const uint16_t*>(x.data), x.numel(), uint16_t{0x7c00});
-    case DType::kBF16:
-      return FirstAllOnesExponent(static_cast<const uint16_t*>(x.data), x.numel(), uint16_t{0x7f80});
-  }
-  return -1;
 }
 
 absl::Status CheckFinite(const TensorView& x, const char* what) {

@@ -39,6 +39,12 @@ struct CoarseBlocks {
 // Builds coarse state of x [B, H, N, D] in blocks of `block_size` (CPU, reference).
 absl::StatusOr<CoarseBlocks> CoarsenCpu(const TensorView& x, int block_size);
 
+// Only the max-L2 representatives of x [B, H, N, D]: [B, H, M, D] in x's dtype, each the bytes of the
+// token CoarsenCpu picks (same norm, ties to the lowest index), so exact. For callers that need
+// nothing else (no means or channel bounds): several times cheaper than CoarsenCpu. (b, h) slices
+// are spread over `threads` threads. Errors as CoarsenCpu's.
+absl::StatusOr<std::vector<uint8_t>> MaxL2Representatives(const TensorView& x, int block_size, int threads);
+
 // Builds coarse state from representatives a client computed itself: reps [B, H, M, D] are used
 // as maxl2 and mean alike; kmin/kmax, when given ([B, H, M, D] each), enable the quest estimator,
 // otherwise they are set to the representative. `tokens` is N (M = ceil(N / block_size)).

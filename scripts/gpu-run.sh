@@ -76,6 +76,7 @@ remote() {
   grep -v '^|' "$OUT/bench-evict.err" | tail -5 | tee -a "$summary"  # errors only: rows are in the table
   }
 
+  [ -n "${SKIP_KERNEL_BENCH:-}" ] || {
   echo "## kernel benchmark (CUDA events)" | tee -a "$summary"
   timeout 150 "$BUNDLE/bin/cab-bench-gpu" --out="$OUT/bench-cuda.md" >/dev/null 2>"$OUT/bench-cuda.err"
   echo "exit $?" | tee -a "$summary"
@@ -88,6 +89,7 @@ remote() {
   timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=30 2>&1 | tee -a "$summary"
   echo "## same, all of S in one GEMM (CAB_CUDA_FULL_SCORES=1), 64k and 128k" | tee -a "$summary"
   CAB_CUDA_FULL_SCORES=1 timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=65536,131072 --blocks=64,128 --iters=20 2>&1 | tee -a "$summary"
+  }
   if [ -n "${BENCH_EXTRA:-}" ]; then
     timeout 120 "$BUNDLE/bin/cab-bench-gpu" $BENCH_EXTRA 2>&1 | tee -a "$summary"
   fi

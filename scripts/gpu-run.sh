@@ -41,9 +41,10 @@ prepare() {
 # Starts cab-server with the given backend; prints its gRPC port.
 start_server() {
   local backend=$1 portfile=/tmp/cab-$1.port
+  shift
   rm -f "$portfile"
   "$BUNDLE/bin/cab-server" --backend="$backend" --listen=127.0.0.1:0 --metrics_listen= --port_file="$portfile" \
-    --max_blocks=4096 --max_tokens=1048576 >"/tmp/cab-server-$backend.log" 2>&1 &
+    --max_blocks=4096 --max_tokens=1048576 "$@" >"/tmp/cab-server-$backend.log" 2>&1 &
   for _ in $(seq 1 100); do
     [ -s "$portfile" ] && break
     sleep 0.1
@@ -130,8 +131,26 @@ remote() {
           --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 $reps --json 2>&1 | tail -3 | tee -a "$summary"
       done
     done
-    kill %1 %2 2>/dev/null
+    # start_server runs in a command substitution, so its servers are not this shell's jobs.
+    pkill -f "$BUNDLE/bin/cab-server" 2>/dev/null
     cat /tmp/cab-server-cuda.log >"$OUT/server-cuda.log" 2>/dev/null
+    sleep 1
+    # Throughput without batching (--max_batch=1), 8 concurrent clients, precomputed representatives:
+    # uploads overlapping kernels (the default) against CAB_CUDA_OVERLAP=0 (one request at a time whole).
+    echo "## throughput, --max_batch=1, 8 concurrent clients, precomputed representatives" | tee -a "$summary"
+    for overlap in 1 0; do
+      export CAB_CUDA_OVERLAP=$overlap
+      gpu_port=$(start_server cuda --max_batch=1)
+      for n in 16384 131072; do
+        echo "overlap=$overlap N=$n:" | tee -a "$summary"
+        timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=48 --warmup=8 --concurrency=8 --seq_len=$n \
+          --heads=32 --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 --representatives --precomputed --json 2>&1 |
+          tail -1 | tee -a "$summary"
+      done
+      pkill -f "$BUNDLE/bin/cab-server" 2>/dev/null
+      sleep 1
+    done
+    unset CAB_CUDA_OVERLAP
   fi
 }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -17,51 +18,14 @@
 #include "device_evictor.h"
 #include "device_placement.h"
 #include "host_operands.h"
+#include "operand_upload.h"
 #include "predict_batcher.h"
+#include "worker.h"
 #include "evict_inputs.h"           // kernels/cpu: ResolveEvictShape, shared validation
 #include "select.h"                 // kernels/cpu: NeedOf
 
 namespace cab::cuda {
 namespace {
-
-// True when every value is exactly a bf16 value (its low 16 bits are zero): then a bf16 GEMM with
-// fp32 accumulation computes the same products as fp32.
-// Two floats per 64-bit word, 8 words per step, and a stop at the first step that finds a low bit
-// (fp32 data usually fails at once); a float at a time took 17 ms for the 2 x 32 MiB of a 128k
-// request (H100 host, notes/gpu-runs.md run 32).
-bool AllBf16(const float* v, size_t n) {
-  constexpr uint64_t kLow = 0x0000ffff0000ffffull;
-  const size_t words = n / 2;
-  const unsigned char* bytes = reinterpret_cast<const unsigned char*>(v);
-  size_t i = 0;
-  for (; i + 8 <= words; i += 8) {
-    uint64_t w[8];
-    std::memcpy(w, bytes + 8 * i, sizeof(w));
-    if (((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) & kLow) != 0) return false;
-  }
-  uint64_t acc = 0;
-  for (; i < words; ++i) {
-    uint64_t w;
-    std::memcpy(&w, bytes + 8 * i, 8);
-    acc |= w & kLow;
-  }
-  if (n % 2 != 0) {
-    uint32_t u;
-    std::memcpy(&u, v + n - 1, 4);
-    acc |= u & 0xffffu;
-  }
-  return acc == 0;
-}
-
-struct Worker {
-  std::unique_ptr<DevicePredictor> predictor;
-  std::mutex mu;               // one request at a time on this device's stream
-  DeviceBuffer q, k, kmin, kmax, x;
-  DeviceBuffer c_maxl2, c_mean, c_kmin, c_kmax, c_norm, c_count;
-  PinnedBuffer staging;
-  EvictWorkspace evict;
-  std::string name;
-};
 
 class CudaBackend final : public Backend {
  public:
@@ -101,14 +65,6 @@ class CudaBackend final : public Backend {
 
  private:
 
-  // One request's share of an upload: batches [b0, b0 + nb) and query heads [h0, h0 + nh).
-  struct UploadPart {
-    const HostOperands* ops;
-    int b0, nb, h0, nh;
-  };
-  // Copies the parts' query operand and the matching kv heads' key operand (Quest: bounds) to the
-  // device, stacked along the batch (every part has the same heads, blocks and dim).
-  absl::StatusOr<PredictorInputs> Upload(Worker& w, const std::vector<UploadPart>& parts, bool bf16_exact);
   // PredictMask on validated operands (rows checked): placed, batched with same-key requests, run.
   absl::StatusOr<MaskResult> PredictOnDevice(const HostOperands& ops, const MaskParams& p, const CallContext& call);
   // Runs a group of same-key requests (all placed on `device`) as one launch and splits the mask.
@@ -121,113 +77,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Backend> cpu_;
   PredictBatcher batcher_;
 };
-
-absl::StatusOr<PredictorInputs> CudaBackend::Upload(Worker& w, const std::vector<UploadPart>& parts,
-                                                    bool bf16_exact) {
-  const HostOperands& o0 = *parts.front().ops;
-  const int g = o0.q_heads / o0.kv_heads;
-  const size_t row = static_cast<size_t>(o0.blocks) * o0.dim;  // values per head
-  int nb = 0;
-  for (const UploadPart& part : parts) nb += part.nb;
-  const int nh = parts.front().nh, nkv = (nh + g - 1) / g;
-  const size_t nq = static_cast<size_t>(nb) * nh * row, nk = static_cast<size_t>(nb) * nkv * row;
-  const bool quest = o0.kmin != nullptr;
-  // Operands that are bf16 values travel as bf16 when the score GEMM takes them so: half the
-  // staging and upload, and no cast pass on the device.
-  const bool as_bf16 = !quest && bf16_exact && w.predictor->Bf16Scores(true);
-  const size_t total = nq + (quest ? 2 : 1) * nk;
-  CAB_RETURN_IF_ERROR(w.staging.Reserve(total * sizeof(float)));
-  float* stage = w.staging.as<float>();
-  // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch.
-  // A source is fp32 or bf16 bits, the destination floats or bf16 (the top half of each float:
-  // exact for bf16 values).
-  enum Which { kQuery, kKey, kMin, kMax };
-  auto gather = [&](Which which, auto* dst) {
-    using Dst = std::remove_pointer_t<decltype(dst)>;
-    for (const UploadPart& part : parts) {
-      const HostOperands& o = *part.ops;
-      const bool query = which == kQuery;
-      const int heads = query ? o.q_heads : o.kv_heads;
-      const int first = query ? part.h0 : part.h0 / g, count = query ? nh : nkv;
-      const float* f32 = which == kQuery ? o.q : which == kKey ? o.k : which == kMin ? o.kmin : o.kmax;
-      const uint16_t* b16 = which == kQuery ? o.q_bf16 : which == kKey ? o.k_bf16 : nullptr;
-      for (int b = 0; b < part.nb; ++b) {
-        const size_t from = (static_cast<size_t>(part.b0 + b) * heads + first) * row;
-        const size_t n = static_cast<size_t>(count) * row;
-        if constexpr (std::is_same_v<Dst, float>) {
-          if (f32 != nullptr) {
-            std::memcpy(dst, f32 + from, n * sizeof(float));
-          } else {
-            for (size_t i = 0; i < n; ++i) {
-              uint16_t h;
-              std::memcpy(&h, b16 + from + i, 2);
-              const uint32_t u = static_cast<uint32_t>(h) << 16;
-              std::memcpy(dst + i, &u, 4);
-            }
-          }
-        } else if (b16 != nullptr) {
-          std::memcpy(dst, b16 + from, n * sizeof(uint16_t));
-        } else {
-          for (size_t i = 0; i < n; ++i) {
-            uint32_t u;
-            std::memcpy(&u, f32 + from + i, 4);
-            dst[i] = static_cast<uint16_t>(u >> 16);
-          }
-        }
-        dst += n;
-      }
-    }
-  };
-  const cudaStream_t stream = w.predictor->stream();
-  PredictorInputs in;
-  in.batch = nb;
-  in.q_heads = nh;
-  in.kv_heads = nkv;
-  in.blocks = o0.blocks;
-  in.dim = o0.dim;
-  if (as_bf16) {
-    uint16_t* stage16 = w.staging.as<uint16_t>();
-    gather(kQuery, stage16);
-    gather(kKey, stage16 + nq);
-    CAB_RETURN_IF_ERROR(w.q.Reserve(nq * 2));
-    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * 2));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, stream));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<void>(), stage16 + nq, nk * 2, cudaMemcpyHostToDevice, stream));
-    in.bf16_exact = true;
-    in.q_rep_bf16 = w.q.as<__nv_bfloat16>();
-    in.k_feature_bf16 = w.k.as<__nv_bfloat16>();
-    return in;
-  }
-  gather(kQuery, stage);
-  CAB_RETURN_IF_ERROR(w.q.Reserve(nq * sizeof(float)));
-  CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice, stream));
-  in.q_rep = w.q.as<float>();
-  if (quest) {
-    gather(kMin, stage + nq);
-    gather(kMax, stage + nq + nk);
-    CAB_RETURN_IF_ERROR(w.kmin.Reserve(nk * sizeof(float)));
-    CAB_RETURN_IF_ERROR(w.kmax.Reserve(nk * sizeof(float)));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmax.as<float>(), stage + nq + nk, nk * sizeof(float), cudaMemcpyHostToDevice,
-                                    stream));
-    in.kmin = w.kmin.as<float>();
-    in.kmax = w.kmax.as<float>();
-  } else {
-    gather(kKey, stage + nq);
-    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * sizeof(float)));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
-    in.k_feature = w.k.as<float>();
-    in.bf16_exact = bf16_exact;
-  }
-  return in;
-}
-
-// True when the operands the scores GEMM reads are all exactly bf16 values (see AllBf16); bf16
-// bits are by definition. Quest's bound kernel reads fp32.
-bool OperandsBf16(const HostOperands& o) {
-  if (o.kmin != nullptr) return false;
-  return (o.q_bf16 != nullptr || AllBf16(o.q, o.q_elems())) && (o.k_bf16 != nullptr || AllBf16(o.k, o.k_elems()));
-}
 
 // What must agree for two requests to share one launch: head shape and every parameter.
 // Requests share a launch only on the worker they were placed on, so the worker is part of the key.
@@ -344,17 +193,40 @@ void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
   const int m = first.ops.blocks;
   const int row_end = p.row_end < 0 ? m : p.row_end;
   Worker& w = *workers_[device];
-  std::lock_guard<std::mutex> lock(w.mu);
   if (auto s = CudaStatus(cudaSetDevice(w.predictor->device()), "cudaSetDevice"); !s.ok()) return fail(s);
   std::vector<UploadPart> parts;
   for (const BatchItem* it : items) parts.push_back({&it->ops, 0, it->ops.batch, 0, it->ops.q_heads});
-  auto in = Upload(w, parts, first.bf16_exact);
+  // Upload under upload_mu, kernels and download under compute_mu: the next batch's upload overlaps
+  // this one's kernels (worker.h).
+  // CAB_CUDA_OVERLAP=0 holds both locks throughout (no overlap), for benchmarks comparing the two.
+  static const bool overlap = [] {
+    const char* e = std::getenv("CAB_CUDA_OVERLAP");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  auto lease = w.AcquireSlot();
+  InputSlot& slot = lease->slot();
+  std::unique_lock<std::mutex> serial(w.upload_mu, std::defer_lock);
+  if (!overlap) serial.lock();
+  absl::StatusOr<PredictorInputs> in;
+  {
+    std::unique_lock<std::mutex> lock(w.upload_mu, std::defer_lock);
+    if (overlap) lock.lock();
+    in = UploadOperands(slot, w.copy_stream, parts, first.bf16_exact, w.predictor->Bf16Scores(first.bf16_exact));
+  }
   if (!in.ok()) return fail(in.status());
-  if (auto s = w.predictor->Enqueue(*in, p, p.row_begin, row_end, false); !s.ok()) return fail(s);
+  std::unique_lock<std::mutex> lock(w.compute_mu);
+  const cudaStream_t stream = w.predictor->stream();
+  if (auto s = CudaStatus(cudaStreamWaitEvent(stream, slot.uploaded, 0), "cudaStreamWaitEvent"); !s.ok()) return fail(s);
+  const absl::Status enqueued = w.predictor->Enqueue(*in, p, p.row_begin, row_end, false);
+  cudaEventRecord(slot.consumed, stream);  // also after a partial enqueue: the slot's next lease waits for it
+  lease.reset();  // the next upload into this slot may start (it waits for `consumed`)
+  if (!enqueued.ok()) return fail(enqueued);
   BlockMask all;
   if (auto s = w.predictor->DownloadMask(&all); !s.ok()) return fail(s);
   auto ms = w.predictor->StageMs();
   if (!ms.ok()) return fail(ms.status());
+  lock.unlock();
+  if (serial.owns_lock()) serial.unlock();
   // Split the stacked mask: request i owns the rows of its batch * heads heads, in stacking order.
   const int64_t rows_per_head = all.rows;
   int64_t row0 = 0;
@@ -393,7 +265,7 @@ absl::StatusOr<KeepIndices> CudaBackend::Evict(const EvictInputs& in, const Evic
   {
     const DevicePlacement::Lease lease = placement_.Acquire(call.session);
     Worker& w = *workers_[lease.device()];
-    std::lock_guard<std::mutex> lock(w.mu);
+    std::scoped_lock lock(w.upload_mu, w.compute_mu);
     out = EvictOnDevice(*w.predictor, w.evict, in, p, *shape, &non_finite);
   }
   if (non_finite) return cpu_->Evict(in, p);  // the CPU's coarsening names the offending element
@@ -408,16 +280,22 @@ absl::StatusOr<HeadGraph> CudaBackend::Graph(const CoarseBlocks& q, const Coarse
   if (h < 0 || h >= q.heads) return absl::InvalidArgumentError(absl::StrCat("head: ", h, " is outside [0, ", q.heads, ")"));
   const DevicePlacement::Lease lease = placement_.Acquire(0);  // a diagnostic call: no session
   Worker& w = *workers_[lease.device()];
-  std::lock_guard<std::mutex> lock(w.mu);
+  const auto slot_lease = w.AcquireSlot();  // before the locks (worker.h)
+  InputSlot& slot = slot_lease->slot();
+  std::scoped_lock lock(w.upload_mu, w.compute_mu);
   CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
   // One query head against its kv head (h / g): a batch of one, one head each.
   const HostOperands ops = HostOperands::FromCoarse(q, k, query_coarsening, p.estimator);
-  auto in = Upload(w, {{&ops, b, 1, h, 1}}, OperandsBf16(ops));
+  const bool bf16 = OperandsBf16(ops);
+  auto in = UploadOperands(slot, w.copy_stream, {{&ops, b, 1, h, 1}}, bf16, w.predictor->Bf16Scores(bf16));
   if (!in.ok()) return in.status();
+  CAB_CUDA_RETURN(cudaStreamWaitEvent(w.predictor->stream(), slot.uploaded, 0));
   MaskParams mp;
   mp.graph = p;
   mp.query_coarsening = query_coarsening;
-  CAB_RETURN_IF_ERROR(w.predictor->Enqueue(*in, mp, 0, q.blocks, true));
+  const absl::Status enqueued = w.predictor->Enqueue(*in, mp, 0, q.blocks, true);
+  cudaEventRecord(slot.consumed, w.predictor->stream());
+  CAB_RETURN_IF_ERROR(enqueued);
   auto dump = w.predictor->DumpHead(mp);
   if (!dump.ok()) return dump.status();
   const int M = q.blocks, W = (M + 31) / 32;
@@ -457,7 +335,7 @@ absl::StatusOr<CoarseBlocks> CudaBackend::Coarsen(const TensorView& x, int block
 
   const DevicePlacement::Lease lease = placement_.Acquire(call.session);
   Worker& w = *workers_[lease.device()];
-  std::lock_guard<std::mutex> lock(w.mu);
+  std::scoped_lock lock(w.upload_mu, w.compute_mu);
   CAB_CUDA_RETURN(cudaSetDevice(w.predictor->device()));
   const cudaStream_t stream = w.predictor->stream();
   CAB_RETURN_IF_ERROR(w.x.Reserve(x.nbytes()));
@@ -560,14 +438,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const CudaBackendOption
     if (d >= count) {
       return absl::InvalidArgumentError(absl::StrCat("devices: ", d, " is not a visible device (", count, " visible)"));
     }
-    auto w = std::make_unique<Worker>();
-    auto pred = DevicePredictor::Create(d, options.gemm);
-    if (!pred.ok()) return pred.status();
-    w->predictor = std::move(*pred);
-    cudaDeviceProp prop;
-    CAB_CUDA_RETURN(cudaGetDeviceProperties(&prop, d));
-    w->name = absl::StrCat("cuda:", d, " (", prop.name, ")");
-    workers.push_back(std::move(w));
+    auto w = Worker::Create(d, options.gemm);
+    if (!w.ok()) return w.status();
+    workers.push_back(std::move(*w));
   }
   return std::unique_ptr<Backend>(new CudaBackend(std::move(workers), options));
 }

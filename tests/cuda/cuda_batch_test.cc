@@ -92,6 +92,73 @@ TEST(CudaBatch, ConcurrentSameShapeRequestsMatchSequential) {
   }
 }
 
+// Without batching, requests on one worker run one at a time but overlap: one's staging and upload
+// (copy stream, input slot) with another's kernels (compute stream). Many threads, three shapes (so
+// a slot's buffers grow while the other slot is in use), representatives and coarse states mixed,
+// Coarsen and Graph calls in between (they take the worker whole): every mask must equal the same
+// request's mask run alone.
+TEST(CudaBatch, ConcurrentUnbatchedRequestsMatchSequential) {
+  REQUIRE_GPU();
+  auto cpu = MakeCpuBackend({2});
+  struct Job {
+    Input q, k;
+    int block;
+    int64_t tokens;
+    bool reps;
+    BlockMask alone;
+  };
+  std::vector<Job> jobs;
+  const int64_t blocks[3] = {40, 300, 90};
+  for (int i = 0; i < 12; ++i) {
+    const int64_t m = blocks[i % 3];
+    jobs.push_back({MakeInput({1, 4, m, 64}, DType::kBF16, 300 + i, false),
+                    MakeInput({1, 2, m, 64}, DType::kBF16, 400 + i, false), 64, m * 64 - (i % 5), i % 2 == 0, {}});
+  }
+  MaskParams p;
+  p.sparsity = 0.9f;
+  auto run = [&](Backend& b, const Job& j) -> absl::StatusOr<MaskResult> {
+    RepresentativeInputs in;
+    in.q = j.q.view();
+    in.k = j.k.view();
+    in.block_size = j.block;
+    in.tokens = j.tokens;
+    if (j.reps) return b.PredictMaskFromRepresentatives(in, p, false, CallContext{});
+    auto qc = CoarseFromRepresentatives(in.q, nullptr, nullptr, j.block, j.tokens);
+    auto kc = CoarseFromRepresentatives(in.k, nullptr, nullptr, j.block, j.tokens);
+    if (!qc.ok() || !kc.ok()) return absl::InternalError("coarse state");
+    return b.PredictMask(*qc, *kc, p, false);
+  };
+  for (Job& j : jobs) {
+    auto r = run(*gpu, j);
+    ASSERT_TRUE(r.ok()) << r.status();
+    j.alone = std::move(r->mask);
+  }
+  const Input x = MakeInput({1, 2, 500, 64}, DType::kBF16, 9, false);
+  auto x_cpu = cpu->Coarsen(x.view(), 32);
+  auto x_alone = gpu->Coarsen(x.view(), 32);
+  ASSERT_TRUE(x_cpu.ok() && x_alone.ok());
+  std::vector<absl::StatusOr<MaskResult>> got(jobs.size(), absl::InternalError("not run"));
+  std::vector<std::string> side_errors(4);
+  std::vector<std::thread> threads;
+  for (int round = 0; round < 3; ++round) {
+    threads.clear();
+    for (size_t i = 0; i < jobs.size(); ++i) threads.emplace_back([&, i] { got[i] = run(*gpu, jobs[i]); });
+    threads.emplace_back([&] {  // whole-worker ops in between
+      auto c = gpu->Coarsen(x.view(), 32);
+      if (!c.ok() || c->maxl2 != x_alone->maxl2) side_errors[0] = c.ok() ? "coarsen differs" : std::string(c.status().message());
+      auto g = gpu->Graph(*x_cpu, *x_cpu, 0, 1, Coarsening::kMaxL2, GraphParams{});
+      if (!g.ok()) side_errors[1] = std::string(g.status().message());
+    });
+    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      ASSERT_TRUE(got[i].ok()) << "round " << round << " job " << i << ": " << got[i].status();
+      EXPECT_EQ(got[i]->mask.row_offsets, jobs[i].alone.row_offsets) << "round " << round << " job " << i;
+      EXPECT_EQ(got[i]->mask.col_indices, jobs[i].alone.col_indices) << "round " << round << " job " << i;
+    }
+    for (const std::string& e : side_errors) EXPECT_EQ(e, "") << "round " << round;
+  }
+}
+
 TEST(CudaBatch, BadBatchOptionsAreRefused) {
   REQUIRE_GPU();
   Plugin bad = LoadPlugin("max_batch=0");

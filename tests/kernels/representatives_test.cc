@@ -5,44 +5,24 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "cab/backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "test_util.h"
 
 namespace cab {
 namespace {
 
 using ::testing::HasSubstr;
 
-// Random representatives [B, H, M, D] in `dtype` (fp32 or bf16).
-struct Reps {
-  std::vector<int64_t> shape;
-  DType dtype;
-  std::vector<uint8_t> bytes;
-  TensorView view() const { return TensorView{bytes.data(), dtype, shape}; }
-};
+using test::OwnedTensor;
 
-Reps MakeReps(std::vector<int64_t> shape, DType dtype, uint64_t seed) {
-  Reps r{shape, dtype, {}};
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  r.bytes.resize(n * DTypeSize(dtype));
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = normal(rng);
-    if (dtype == DType::kF32) {
-      std::memcpy(r.bytes.data() + 4 * i, &v, 4);
-    } else {
-      const uint16_t h = FloatToBF16(v);
-      std::memcpy(r.bytes.data() + 2 * i, &h, 2);
-    }
-  }
-  return r;
+// Representatives [B, H, M, D] in `dtype`: grid values, exact in every dtype.
+OwnedTensor MakeReps(std::vector<int64_t> shape, DType dtype, uint64_t seed) {
+  return test::RandomTensor(shape, dtype, seed);
 }
 
 TEST(PredictMaskFromRepresentatives, EqualsCoarseStateThenPredictMask) {
@@ -51,7 +31,7 @@ TEST(PredictMaskFromRepresentatives, EqualsCoarseStateThenPredictMask) {
   const int64_t tokens = 1000;
   const int block = 64, M = 16;
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    const Reps q = MakeReps({2, 4, M, 32}, dtype, 1), k = MakeReps({2, 2, M, 32}, dtype, 2);
+    const OwnedTensor q = MakeReps({2, 4, M, 32}, dtype, 1), k = MakeReps({2, 2, M, 32}, dtype, 2);
     for (MaskPolicy policy : {MaskPolicy::kCab, MaskPolicy::kMagnitude, MaskPolicy::kStreaming}) {
       SCOPED_TRACE(Name(policy) + " " + DTypeName(dtype));
       MaskParams p;
@@ -81,16 +61,13 @@ TEST(PredictMaskFromRepresentatives, EqualsCoarseStateThenPredictMask) {
 
 TEST(PredictMaskFromRepresentatives, KeyBoundsReachQuest) {
   auto cpu = MakeCpuBackend({2});
-  const Reps q = MakeReps({1, 2, 8, 16}, DType::kF32, 3), k = MakeReps({1, 2, 8, 16}, DType::kF32, 4);
+  const OwnedTensor q = MakeReps({1, 2, 8, 16}, DType::kF32, 3), k = MakeReps({1, 2, 8, 16}, DType::kF32, 4);
   // Bounds around the representative: kmin = rep - 1, kmax = rep + 1.
-  Reps kmin = k, kmax = k;
-  for (size_t i = 0; i < k.bytes.size() / 4; ++i) {
-    float v;
-    std::memcpy(&v, k.bytes.data() + 4 * i, 4);
-    const float lo = v - 1.f, hi = v + 1.f;
-    std::memcpy(kmin.bytes.data() + 4 * i, &lo, 4);
-    std::memcpy(kmax.bytes.data() + 4 * i, &hi, 4);
-  }
+  std::vector<double> below = k.values, above = k.values;
+  for (double& v : below) v -= 1;
+  for (double& v : above) v += 1;
+  const OwnedTensor kmin = test::FromValues(k.shape, DType::kF32, below);
+  const OwnedTensor kmax = test::FromValues(k.shape, DType::kF32, above);
   MaskParams p;
   p.policy = MaskPolicy::kQuest;
   RepresentativeInputs in;
@@ -115,9 +92,9 @@ TEST(PredictMaskFromRepresentatives, KeyBoundsReachQuest) {
 
 TEST(PredictMaskFromRepresentatives, ErrorsNameTheRequestFields) {
   auto cpu = MakeCpuBackend({1});
-  Reps q = MakeReps({1, 2, 4, 8}, DType::kBF16, 5);
-  const Reps k = MakeReps({1, 2, 4, 8}, DType::kBF16, 6), k_short = MakeReps({1, 2, 3, 8}, DType::kBF16, 7);
-  const Reps k_dim = MakeReps({1, 2, 4, 16}, DType::kBF16, 8);
+  OwnedTensor q = MakeReps({1, 2, 4, 8}, DType::kBF16, 5);
+  const OwnedTensor k = MakeReps({1, 2, 4, 8}, DType::kBF16, 6), k_short = MakeReps({1, 2, 3, 8}, DType::kBF16, 7);
+  const OwnedTensor k_dim = MakeReps({1, 2, 4, 16}, DType::kBF16, 8);
   MaskParams p;
   RepresentativeInputs in;
   in.q = q.view();

@@ -37,7 +37,7 @@ bool AllBf16(const float* v, size_t n) {
   return acc == 0;
 }
 
-absl::StatusOr<PredictorInputs> StageAndCopy(InputSlot& w, cudaStream_t stream, const std::vector<UploadPart>& parts,
+absl::StatusOr<PredictorInputs> StageAndCopy(InputSlot& slot, cudaStream_t stream, const std::vector<UploadPart>& parts,
                                              bool bf16_exact, bool bf16_scores) {
   const HostOperands& o0 = *parts.front().ops;
   const int g = o0.q_heads / o0.kv_heads;
@@ -51,8 +51,8 @@ absl::StatusOr<PredictorInputs> StageAndCopy(InputSlot& w, cudaStream_t stream, 
   // staging and upload, and no cast pass on the device.
   const bool as_bf16 = !quest && bf16_exact && bf16_scores;
   const size_t total = nq + (quest ? 2 : 1) * nk;
-  CAB_RETURN_IF_ERROR(w.staging.Reserve(total * sizeof(float)));
-  float* stage = w.staging.as<float>();
+  CAB_RETURN_IF_ERROR(slot.staging.Reserve(total * sizeof(float)));
+  float* stage = slot.staging.as<float>();
   // Stacks the parts' batches: part after part, each its heads [first, first + count) per batch.
   // A source is fp32 or bf16 bits, the destination floats or bf16 (the top half of each float:
   // exact for bf16 values).
@@ -100,37 +100,37 @@ absl::StatusOr<PredictorInputs> StageAndCopy(InputSlot& w, cudaStream_t stream, 
   in.blocks = o0.blocks;
   in.dim = o0.dim;
   if (as_bf16) {
-    uint16_t* stage16 = w.staging.as<uint16_t>();
+    uint16_t* stage16 = slot.staging.as<uint16_t>();
     gather(kQuery, stage16);
     gather(kKey, stage16 + nq);
-    CAB_RETURN_IF_ERROR(w.q.Reserve(nq * 2));
-    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * 2));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, stream));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<void>(), stage16 + nq, nk * 2, cudaMemcpyHostToDevice, stream));
+    CAB_RETURN_IF_ERROR(slot.q.Reserve(nq * 2));
+    CAB_RETURN_IF_ERROR(slot.k.Reserve(nk * 2));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(slot.q.as<void>(), stage16, nq * 2, cudaMemcpyHostToDevice, stream));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(slot.k.as<void>(), stage16 + nq, nk * 2, cudaMemcpyHostToDevice, stream));
     in.bf16_exact = true;
-    in.q_rep_bf16 = w.q.as<__nv_bfloat16>();
-    in.k_feature_bf16 = w.k.as<__nv_bfloat16>();
+    in.q_rep_bf16 = slot.q.as<__nv_bfloat16>();
+    in.k_feature_bf16 = slot.k.as<__nv_bfloat16>();
     return in;
   }
   gather(kQuery, stage);
-  CAB_RETURN_IF_ERROR(w.q.Reserve(nq * sizeof(float)));
-  CAB_CUDA_RETURN(cudaMemcpyAsync(w.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice, stream));
-  in.q_rep = w.q.as<float>();
+  CAB_RETURN_IF_ERROR(slot.q.Reserve(nq * sizeof(float)));
+  CAB_CUDA_RETURN(cudaMemcpyAsync(slot.q.as<float>(), stage, nq * sizeof(float), cudaMemcpyHostToDevice, stream));
+  in.q_rep = slot.q.as<float>();
   if (quest) {
     gather(kMin, stage + nq);
     gather(kMax, stage + nq + nk);
-    CAB_RETURN_IF_ERROR(w.kmin.Reserve(nk * sizeof(float)));
-    CAB_RETURN_IF_ERROR(w.kmax.Reserve(nk * sizeof(float)));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.kmax.as<float>(), stage + nq + nk, nk * sizeof(float), cudaMemcpyHostToDevice,
+    CAB_RETURN_IF_ERROR(slot.kmin.Reserve(nk * sizeof(float)));
+    CAB_RETURN_IF_ERROR(slot.kmax.Reserve(nk * sizeof(float)));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(slot.kmin.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(slot.kmax.as<float>(), stage + nq + nk, nk * sizeof(float), cudaMemcpyHostToDevice,
                                     stream));
-    in.kmin = w.kmin.as<float>();
-    in.kmax = w.kmax.as<float>();
+    in.kmin = slot.kmin.as<float>();
+    in.kmax = slot.kmax.as<float>();
   } else {
     gather(kKey, stage + nq);
-    CAB_RETURN_IF_ERROR(w.k.Reserve(nk * sizeof(float)));
-    CAB_CUDA_RETURN(cudaMemcpyAsync(w.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
-    in.k_feature = w.k.as<float>();
+    CAB_RETURN_IF_ERROR(slot.k.Reserve(nk * sizeof(float)));
+    CAB_CUDA_RETURN(cudaMemcpyAsync(slot.k.as<float>(), stage + nq, nk * sizeof(float), cudaMemcpyHostToDevice, stream));
+    in.k_feature = slot.k.as<float>();
     in.bf16_exact = bf16_exact;
   }
   return in;

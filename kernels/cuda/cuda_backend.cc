@@ -197,22 +197,17 @@ void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
   std::vector<UploadPart> parts;
   for (const BatchItem* it : items) parts.push_back({&it->ops, 0, it->ops.batch, 0, it->ops.q_heads});
   // Upload under upload_mu, kernels and download under compute_mu: the next batch's upload overlaps
-  // this one's kernels (worker.h).
-  // CAB_CUDA_OVERLAP=0 holds both locks throughout (no overlap), for benchmarks comparing the two.
+  // this one's kernels (worker.h). CAB_CUDA_OVERLAP=0 keeps upload_mu to the end instead (one batch
+  // at a time, whole), for benchmarks comparing the two.
   static const bool overlap = [] {
     const char* e = std::getenv("CAB_CUDA_OVERLAP");
     return e == nullptr || std::string(e) != "0";
   }();
   auto lease = w.AcquireSlot();
   InputSlot& slot = lease->slot();
-  std::unique_lock<std::mutex> serial(w.upload_mu, std::defer_lock);
-  if (!overlap) serial.lock();
-  absl::StatusOr<PredictorInputs> in;
-  {
-    std::unique_lock<std::mutex> lock(w.upload_mu, std::defer_lock);
-    if (overlap) lock.lock();
-    in = UploadOperands(slot, w.copy_stream, parts, first.bf16_exact, w.predictor->Bf16Scores(first.bf16_exact));
-  }
+  std::unique_lock<std::mutex> upload(w.upload_mu);
+  auto in = UploadOperands(slot, w.copy_stream, parts, first.bf16_exact, w.predictor->Bf16Scores(first.bf16_exact));
+  if (overlap) upload.unlock();
   if (!in.ok()) return fail(in.status());
   std::unique_lock<std::mutex> lock(w.compute_mu);
   const cudaStream_t stream = w.predictor->stream();
@@ -226,7 +221,7 @@ void CudaBackend::RunBatch(int device, const std::vector<BatchItem*>& items) {
   auto ms = w.predictor->StageMs();
   if (!ms.ok()) return fail(ms.status());
   lock.unlock();
-  if (serial.owns_lock()) serial.unlock();
+  if (upload.owns_lock()) upload.unlock();
   // Split the stacked mask: request i owns the rows of its batch * heads heads, in stacking order.
   const int64_t rows_per_head = all.rows;
   int64_t row0 = 0;

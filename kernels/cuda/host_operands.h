@@ -1,6 +1,6 @@
-// One PredictMask request's score operands on the host, as CudaBackend::Upload reads them: from a
-// host coarse state (fp32 arrays), or straight from the representatives a client sent (fp32 values
-// or bf16 bits, as they arrived: no coarse state is built for them).
+// One PredictMask request's score operands on the host, as UploadOperands (operand_upload.h) reads
+// them: from a host coarse state (fp32 arrays), or straight from the representatives a client sent
+// (fp32 values or bf16 bits, as they arrived: no coarse state is built for them).
 #pragma once
 
 #include <cstdint>

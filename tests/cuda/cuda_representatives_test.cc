@@ -82,6 +82,29 @@ TEST(CudaRepresentatives, DirectUploadEqualsCoarseStatePath) {
   std::printf("%d (case, policy) pairs: direct upload == coarse-state path\n", compared);
 }
 
+// A request may mix dtypes (the client sends mean representatives as fp32 next to bf16 max-L2 ones);
+// fp16 takes the default path. Both give the coarse-state path's masks.
+TEST(CudaRepresentatives, MixedAndHalfDtypesEqualCoarseStatePath) {
+  REQUIRE_GPU();
+  const Case c{1, 4, 2, 50, 64, 32, 50 * 32 - 7, DType::kF32};
+  for (auto [qd, kd] : {std::pair{DType::kF32, DType::kBF16}, {DType::kBF16, DType::kF32}, {DType::kF16, DType::kF16},
+                        {DType::kBF16, DType::kF16}}) {
+    SCOPED_TRACE(DTypeName(qd) + " / " + DTypeName(kd));
+    const Input q = MakeInput({1, 4, 50, 64}, qd, 61, false);
+    const Input k = MakeInput({1, 2, 50, 64}, kd, 62, false);
+    const RepresentativeInputs in = InputsOf(q, k, c);
+    for (MaskPolicy policy : {MaskPolicy::kCab, MaskPolicy::kMagnitude}) {
+      MaskParams p;
+      p.policy = policy;
+      auto direct = gpu->PredictMaskFromRepresentatives(in, p, false, CallContext{});
+      auto coarse = ViaCoarseState(*gpu, in, p);
+      ASSERT_TRUE(direct.ok() && coarse.ok()) << direct.status() << coarse.status();
+      EXPECT_EQ(direct->mask.row_offsets, coarse->mask.row_offsets);
+      EXPECT_EQ(direct->mask.col_indices, coarse->mask.col_indices);
+    }
+  }
+}
+
 TEST(CudaRepresentatives, QuestWithBoundsAndDiagnosticsTakeTheDefaultPath) {
   REQUIRE_GPU();
   const Case c{1, 2, 2, 24, 32, 16, 24 * 16, DType::kF32};

@@ -29,6 +29,7 @@
 namespace cab {
 namespace {
 
+using coarsen_internal::Bf16Bits;
 using coarsen_internal::FirstNonFinite;
 using coarsen_internal::SquaredNorm;
 
@@ -134,14 +135,6 @@ struct ConvertingIterator {
   bool operator==(const ConvertingIterator& o) const { return p == o.p; }
   bool operator!=(const ConvertingIterator& o) const { return p != o.p; }
 };
-// bf16 is the top half of a float: widened here inline (BF16ToFloat's result, without a call
-// per element).
-inline float Bf16Bits(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 inline float HalfBits(uint16_t h) { return HalfToFloat(h); }
 
 // `x` as floats into `out` (sized x.numel()).

@@ -1,13 +1,22 @@
 // Shared by the CPU coarsening (coarsen.cc) and the max-L2 picker (maxl2_representatives.cc): the
-// token norm that decides a block's representative, and the non-finite scan of an input. One
-// definition, so both pick the same token.
+// bf16 widening and the token norm that decide a block's representative, and the non-finite scan of
+// an input. One definition, so both pick the same token.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "cab/tensor.h"
 
 namespace cab::coarsen_internal {
+
+// bf16 is the top half of a float: widened inline (BF16ToFloat's result, without a call per element).
+inline float Bf16Bits(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 // Summed in double over four independent lanes (a vectorisable reduction without -ffast-math).
 inline double SquaredNorm(const float* v, int dim) {

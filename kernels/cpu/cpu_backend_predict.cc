@@ -62,20 +62,30 @@ absl::Status CheckCoarseShapes(const CoarseShape& q, const CoarseShape& k) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<MaskResult> PredictMaskCpu(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
-                                          bool diagnostics, ThreadPool& pool) {
+absl::Status CheckPolicyRange(const MaskParams& p) {
   if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
     return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRows(const MaskParams& p, int blocks) {
+  if (p.row_begin >= blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("row_begin: ", p.row_begin, " must be < the number of blocks (", blocks, ")"));
+  }
+  if (p.row_end > blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("row_end: ", p.row_end, " exceeds the number of blocks (", blocks, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MaskResult> PredictMaskCpu(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
+                                          bool diagnostics, ThreadPool& pool) {
+  if (auto s = CheckPolicyRange(p); !s.ok()) return s;
   if (auto s = p.Validate(); !s.ok()) return s;
   if (auto s = CheckCoarsePair(q, k); !s.ok()) return s;
   const int m = q.blocks;
-  if (p.row_begin >= m) {
-    return absl::InvalidArgumentError(absl::StrCat("row_begin: ", p.row_begin, " must be < the number of blocks (", m, ")"));
-  }
-  if (p.row_end > m) {
-    return absl::InvalidArgumentError(absl::StrCat("row_end: ", p.row_end, " exceeds the number of blocks (", m, ")"));
-  }
+  if (auto s = CheckRows(p, m); !s.ok()) return s;
   const int row_begin = p.row_begin, row_end = p.row_end < 0 ? m : p.row_end, rows = row_end - row_begin;
 
   const GraphNeed need = NeedOf(p.policy);

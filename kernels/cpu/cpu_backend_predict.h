@@ -21,6 +21,12 @@ struct CoarseShape {
 };
 absl::Status CheckCoarseShapes(const CoarseShape& q, const CoarseShape& k);
 
+// The mask policy is one of MaskPolicy's values; errors name "policy".
+absl::Status CheckPolicyRange(const MaskParams& p);
+
+// The rows asked for exist among `blocks` blocks; errors name "row_begin" / "row_end".
+absl::Status CheckRows(const MaskParams& p, int blocks);
+
 absl::StatusOr<MaskResult> PredictMaskCpu(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                           bool diagnostics, ThreadPool& pool);
 

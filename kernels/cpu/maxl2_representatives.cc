@@ -16,15 +16,8 @@
 namespace cab {
 namespace {
 
+using coarsen_internal::Bf16Bits;
 using coarsen_internal::FirstNonFinite;
-
-// bf16 bits as float: the top half of a float.
-inline float Bf16Bits(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 // SquaredNorm of a token read straight from its raw values: the same four double lanes summed in
 // the same order, so the same float as SquaredNorm after ToFloat (a product of two floats is exact

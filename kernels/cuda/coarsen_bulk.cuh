@@ -94,6 +94,21 @@ __device__ __forceinline__ void StoreChannelsBf16(__nv_bfloat16* dst, const floa
   }
 }
 
+// Combines the channel statistics (sum, min, max) of the warp's 32 / V token groups: lanes that
+// hold the same channels (lane % V) end with the block's totals.
+template <int V, int VEC>
+__device__ __forceinline__ void CombineGroupStats(float (&sum)[VEC], float (&mn)[VEC], float (&mx)[VEC]) {
+#pragma unroll
+  for (int off = V; off < 32; off <<= 1) {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+      mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
+    }
+  }
+}
+
 template <int V>
 __device__ __forceinline__ float ReduceScatter4(const float (&x)[4], int v, unsigned mask, int* u) {
   const bool hi = (v & (V / 2)) != 0, lo = (v & (V / 4)) != 0;
@@ -269,15 +284,7 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
     }
 
     if constexpr (kStats) {
-#pragma unroll
-      for (int off = V; off < 32; off <<= 1) {
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
-          mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
-        }
-      }
+      CombineGroupStats<V>(sum, mn, mx);
     }
     __syncwarp();  // rep is complete
     const bool second = bh >= p.split_bh;

@@ -210,15 +210,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerCta) WarpCoarsenKernel(CoarsenAr
     }
   }
   __syncwarp();
-#pragma unroll
-  for (int off = V; off < 32; off <<= 1) {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
-      mn[i] = fminf(mn[i], __shfl_xor_sync(0xffffffffu, mn[i], off));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], off));
-    }
-  }
+  CombineGroupStats<V>(sum, mn, mx);
   // Screen with the fp32 norms, then re-measure the near-maximal tokens as the CPU does (see below).
   float screen = 0.f;
   for (int n = lane; n < cnt; n += 32) screen = fmaxf(screen, norm[n]);

@@ -103,37 +103,16 @@ std::string BatchKey(int worker, const HostOperands& o, const MaskParams& p, boo
   return std::string(reinterpret_cast<const char*>(&key), sizeof(key));
 }
 
-// Rows the request asks for must exist (the same messages as the CPU backend).
-absl::Status CheckRows(const MaskParams& p, int m) {
-  if (p.row_begin >= m) {
-    return absl::InvalidArgumentError(absl::StrCat("row_begin: ", p.row_begin, " must be < the number of blocks (", m, ")"));
-  }
-  if (p.row_end > m) {
-    return absl::InvalidArgumentError(absl::StrCat("row_end: ", p.row_end, " exceeds the number of blocks (", m, ")"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckPolicyRange(const MaskParams& p) {
-  if (static_cast<int>(p.policy) < 0 || static_cast<int>(p.policy) > static_cast<int>(MaskPolicy::kAdaptive)) {
-    return absl::InvalidArgumentError(absl::StrCat("policy: unknown mask policy ", static_cast<int>(p.policy)));
-  }
-  return absl::OkStatus();
-}
-
-Estimator ScoreEstimator(const MaskParams& p) {
-  return p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
-}
-
 absl::StatusOr<MaskResult> CudaBackend::PredictMask(const CoarseBlocks& q, const CoarseBlocks& k, const MaskParams& p,
                                                     bool diagnostics, const CallContext& call) {
-  if (auto s = CheckPolicyRange(p); !s.ok()) return s;
+  if (auto s = cpu::CheckPolicyRange(p); !s.ok()) return s;
   if (auto s = p.Validate(); !s.ok()) return s;
   if (auto s = cpu::CheckCoarsePair(q, k); !s.ok()) return s;
   // Positions-only policies and diagnostics (curvature statistics over every edge) go to the CPU.
   if (cpu::NeedOf(p.policy) == cpu::GraphNeed::kNone || diagnostics) return cpu_->PredictMask(q, k, p, diagnostics);
-  if (auto s = CheckRows(p, q.blocks); !s.ok()) return s;
-  return PredictOnDevice(HostOperands::FromCoarse(q, k, p.query_coarsening, ScoreEstimator(p)), p, call);
+  if (auto s = cpu::CheckRows(p, q.blocks); !s.ok()) return s;
+  const Estimator estimator = cpu::SelectionGraphParams(p).estimator;  // quest scores by its bounds
+  return PredictOnDevice(HostOperands::FromCoarse(q, k, p.query_coarsening, estimator), p, call);
 }
 
 absl::StatusOr<MaskResult> CudaBackend::PredictMaskFromRepresentatives(const RepresentativeInputs& in,
@@ -143,9 +122,10 @@ absl::StatusOr<MaskResult> CudaBackend::PredictMaskFromRepresentatives(const Rep
   // estimator. Anything else (Quest's bounds, fp16, CPU-run policies, diagnostics) takes the
   // default path through a host coarse state, as do all error messages of those cases.
   auto direct_dtype = [](DType d) { return d == DType::kF32 || d == DType::kBF16; };
-  const bool direct = in.kmin == nullptr && in.kmax == nullptr && !diagnostics && CheckPolicyRange(p).ok() &&
-                      cpu::NeedOf(p.policy) != cpu::GraphNeed::kNone && ScoreEstimator(p) != Estimator::kQuest &&
-                      direct_dtype(in.q.dtype) && direct_dtype(in.k.dtype);
+  const bool direct = in.kmin == nullptr && in.kmax == nullptr && !diagnostics && cpu::CheckPolicyRange(p).ok() &&
+                      cpu::NeedOf(p.policy) != cpu::GraphNeed::kNone &&
+                      cpu::SelectionGraphParams(p).estimator != Estimator::kQuest && direct_dtype(in.q.dtype) &&
+                      direct_dtype(in.k.dtype);
   if (!direct) return Backend::PredictMaskFromRepresentatives(in, p, diagnostics, call);
   const auto start = std::chrono::steady_clock::now();
   // The default path's checks in its order: each side's representatives, the parameters, the pair.
@@ -162,7 +142,7 @@ absl::StatusOr<MaskResult> CudaBackend::PredictMaskFromRepresentatives(const Rep
   };
   if (auto s = cpu::CheckCoarseShapes(shape_of(in.q), shape_of(in.k)); !s.ok()) return s;
   const HostOperands ops = HostOperands::FromRepresentatives(in.q, in.k);
-  if (auto s = CheckRows(p, ops.blocks); !s.ok()) return s;
+  if (auto s = cpu::CheckRows(p, ops.blocks); !s.ok()) return s;
   const double coarsen = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   auto r = PredictOnDevice(ops, p, call);
   if (r.ok()) r->coarsen_seconds = coarsen;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "cuda_status.h"
+#include "select.h"  // kernels/cpu: SelectionGraphParams
 
 namespace cab::cuda {
 
@@ -72,7 +73,7 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   sa.kv_heads = in.kv_heads;
   sa.blocks = M;
   sa.dim = in.dim;
-  const Estimator estimator = p.policy == MaskPolicy::kQuest ? Estimator::kQuest : p.graph.estimator;
+  const Estimator estimator = cpu::SelectionGraphParams(p).estimator;  // quest scores by its bounds
   sa.quest = estimator == Estimator::kQuest;
   sa.q = in.q_rep;
   sa.k = in.k_feature;

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "coarsen_math.h"  // kernels/cpu: Bf16Bits
 #include "cuda_status.h"
 
 namespace cab::cuda {
@@ -76,8 +77,7 @@ absl::StatusOr<PredictorInputs> StageAndCopy(InputSlot& slot, cudaStream_t strea
             for (size_t i = 0; i < n; ++i) {
               uint16_t h;
               std::memcpy(&h, b16 + from + i, 2);
-              const uint32_t u = static_cast<uint32_t>(h) << 16;
-              std::memcpy(dst + i, &u, 4);
+              dst[i] = coarsen_internal::Bf16Bits(h);
             }
           }
         } else if (b16 != nullptr) {

@@ -20,7 +20,7 @@ prepare() {
   set -e
   cmake -S . -B "$BUILD" -G Ninja >/dev/null
   ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test \
-    cuda_representatives_test cuda_coarsen_kernel_test cab-bench-gpu cab-bench-evict
+    cuda_representatives_test cuda_coarsen_kernel_test cuda_scores_plan_test cab-bench-gpu cab-bench-evict
   local extra=()
   for t in cab-server cab-client; do
     if ninja -C "$BUILD" -j2 "$t"; then extra+=("$BUILD/bin/$t"); else echo "warning: $t did not build; end-to-end part skipped"; fi
@@ -28,7 +28,8 @@ prepare() {
   rm -rf "$BUNDLE"
   local bins=("$BUILD/bin/cab-bench-gpu" "$BUILD/bin/cab-bench-evict" "$BUILD/tests/cuda/cuda_backend_test"
               "$BUILD/tests/cuda/cuda_evict_test" "$BUILD/tests/cuda/cuda_batch_test" "$BUILD/tests/cuda/cuda_placement_test"
-              "$BUILD/tests/cuda/cuda_representatives_test" "$BUILD/tests/cuda/cuda_coarsen_kernel_test")
+              "$BUILD/tests/cuda/cuda_representatives_test" "$BUILD/tests/cuda/cuda_coarsen_kernel_test"
+              "$BUILD/tests/cuda/cuda_scores_plan_test")
   ../shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}" \
     2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
@@ -62,7 +63,7 @@ remote() {
   { echo "# GPU run $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; } | tee "$summary"
 
   for t in cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test cuda_representatives_test \
-           cuda_coarsen_kernel_test; do
+           cuda_coarsen_kernel_test cuda_scores_plan_test; do
     echo "## cross-backend test $t" | tee -a "$summary"
     timeout 150 "$BUNDLE/bin/$t" >"$OUT/$t.log" 2>&1
     echo "exit $?" | tee -a "$summary"

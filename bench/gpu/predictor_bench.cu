@@ -11,10 +11,16 @@
 // --pipeline=G (an experiment, timing only): heads in G groups, each group's coarsening on a second
 // stream and its prediction on the predictor's stream after it, so that coarsening of group g + 1
 // can run beside the prediction of group g; --coarsen_ctas=C leaves room on each SM for that.
+// --claim=on makes the coarsening's warps claim blocks from a counter (CoarsenArgs::work_counter)
+// instead of a fixed share (auto: on with --pipeline > 1). --green_sms=N runs the coarsening on a
+// stream limited to N SMs (a green context, sm_partition.h), the rest left to the prediction.
+// --one_launch (with --pipeline): one coarsening launch streams the groups in order and counts each
+// group's finished blocks; the prediction stream waits on those counts (stream_wait.h).
+// --pred_rest (with --green_sms): the prediction on the SMs the coarsening does not have.
 //
 //   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
-//                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0]
+//                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -27,6 +33,8 @@
 #include "coarsen_kernel.h"
 #include "cuda_status.h"
 #include "device_predictor.h"
+#include "sm_partition.h"
+#include "stream_wait.h"
 
 namespace {
 
@@ -74,8 +82,9 @@ float Median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128};
-  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0;
-  std::string k_bounds = "auto";
+  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0;
+  std::string k_bounds = "auto", claim = "auto";
+  bool one_launch = false, pred_rest = false;
   float sparsity = 0.95f;
   std::string policy = "cab", gemm = "auto", out_path;
   for (int a = 1; a < argc; ++a) {
@@ -97,6 +106,10 @@ int main(int argc, char** argv) {
     else if (const char* v = val("--k_bounds=")) k_bounds = v;
     else if (const char* v = val("--pipeline=")) pipeline = std::atoi(v);
     else if (const char* v = val("--coarsen_ctas=")) coarsen_ctas = std::atoi(v);
+    else if (const char* v = val("--claim=")) claim = v;
+    else if (const char* v = val("--green_sms=")) green_sms = std::atoi(v);
+    else if (std::strcmp(s, "--one_launch") == 0) one_launch = true;
+    else if (std::strcmp(s, "--pred_rest") == 0) pred_rest = true;
     else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
   }
   cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
@@ -121,25 +134,47 @@ int main(int argc, char** argv) {
   auto pred_or = DevicePredictor::Create(0, gp);
   CHECK_OK(pred_or.status());
   DevicePredictor& pred = **pred_or;
-  cudaStream_t stream = pred.stream();
+  cudaStream_t stream = pred.stream();  // (--pred_rest replaces it below)
   cudaEvent_t e0, e1, e2;
   CHECK_CUDA(cudaEventCreate(&e0));
   CHECK_CUDA(cudaEventCreate(&e1));
   CHECK_CUDA(cudaEventCreate(&e2));
-  cudaStream_t side;  // --pipeline: the coarsening stream
+  cudaStream_t side;  // --pipeline or --green_sms: the coarsening stream
   CHECK_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  cab::cuda::PartitionStream part, rest;
+  if (green_sms > 0) {
+    auto made = cab::cuda::CreatePartitionStream(0, green_sms, pred_rest ? &rest : nullptr);
+    CHECK_OK(made.status());
+    part = *made;
+    side = part.stream;
+    std::printf("coarsening on %d SMs (asked %d)\n", part.sms, green_sms);
+    if (pred_rest) {
+      pred.UseStream(rest.stream);
+      stream = rest.stream;
+      std::printf("prediction on the other %d SMs\n", rest.sms);
+    }
+  }
   std::vector<cudaEvent_t> group_done(pipeline);
-  for (auto& e : group_done) CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  for (auto& e : group_done) CHECK_CUDA(cudaEventCreate(&e));
+  std::vector<cudaEvent_t> group_predicted(pipeline);  // --pipeline: per group, when its prediction ended
+  for (auto& e : group_predicted) CHECK_CUDA(cudaEventCreate(&e));
+  const bool claim_blocks = claim == "on" || (claim == "auto" && pipeline > 1);
+  uint32_t* work_counter = nullptr;  // zeroed once; each launch leaves it zeroed
+  CHECK_CUDA(cudaMalloc(&work_counter, 2 * sizeof(uint32_t)));
+  CHECK_CUDA(cudaMemset(work_counter, 0, 2 * sizeof(uint32_t)));
+  uint32_t* group_counts = nullptr;  // --one_launch: finished blocks per group
+  CHECK_CUDA(cudaMalloc(&group_counts, pipeline * sizeof(uint32_t)));
+  CHECK_CUDA(cudaMemset(group_counts, 0, pipeline * sizeof(uint32_t)));
 
   std::string table;
   char line[512];
   std::snprintf(line, sizeof(line),
                 "# cab-bench-gpu on %s: B=1, H=%d, D=%d, bf16, policy %s, sparsity %.2f, gemm %s, key bounds %s, "
-                "pipeline %d (coarsen CTAs/SM %d), median of %d after %d warm-up\n\n"
+                "pipeline %d (coarsen CTAs/SM %d, claimed blocks %s), median of %d after %d warm-up\n\n"
                 "| N | block | M | total ms | coarsen Q+K ms | scores ms | top lists ms | graph ms | select ms | kept/row (last) |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n",
                 prop.name, heads, dim, policy.c_str(), sparsity, gemm.c_str(), with_bounds ? "on" : "off", pipeline,
-                coarsen_ctas, iters, warmup);
+                coarsen_ctas, claim_blocks ? "on" : "off", iters, warmup);
   table += line;
   std::printf("%s", line);
   std::fflush(stdout);
@@ -182,6 +217,7 @@ int main(int argc, char** argv) {
         ka.kmax = kmax;
       }
       qa.max_ctas_per_sm = ka.max_ctas_per_sm = coarsen_ctas;
+      qa.work_counter = ka.work_counter = claim_blocks ? work_counter : nullptr;
       cab::cuda::PredictorInputs in;
       in.batch = 1;
       in.q_heads = heads;
@@ -203,27 +239,40 @@ int main(int argc, char** argv) {
 
       std::vector<float> total, coarsen, stage[cab::cuda::kStageCount];
       for (int it = 0; pipeline > 1 && it < warmup + iters; ++it) {
-        // Group g's coarsening on `side`, its prediction on the predictor's stream after it.
+        // Group g's coarsening on `side` (one launch per group, or --one_launch for all with counts
+        // per group), its prediction on the predictor's stream after it.
         const int hg = heads / pipeline;
         const size_t gel = static_cast<size_t>(hg) * M * dim, gx = static_cast<size_t>(hg) * n * dim;
         CHECK_CUDA(cudaEventRecord(e0, stream));
         CHECK_CUDA(cudaStreamWaitEvent(side, e0, 0));
+        if (one_launch) {
+          cab::cuda::CoarsenArgs qg = qa;
+          qg.groups = pipeline;
+          qg.group_done = group_counts;
+          CHECK_OK(cab::cuda::LaunchCoarsenPair(qg, ka, side));
+          CHECK_CUDA(cudaEventRecord(e1, side));
+        }
         for (int grp = 0; grp < pipeline; ++grp) {
-          cab::cuda::CoarsenArgs qg = qa, kg = ka;
-          qg.heads = kg.heads = hg;
-          qg.x = q + grp * gx;
-          kg.x = k + grp * gx;
-          qg.maxl2 = bf16_scores_only ? nullptr : qc + grp * gel;
-          kg.maxl2 = bf16_scores_only ? nullptr : kc + grp * gel;
-          qg.maxl2_bf16 = qc16 + grp * gel;
-          kg.maxl2_bf16 = kc16 + grp * gel;
-          if (with_bounds) {
-            kg.kmin = kmin + grp * gel;
-            kg.kmax = kmax + grp * gel;
+          if (one_launch) {
+            CHECK_OK(cab::cuda::EnqueueWaitAtLeast(stream, group_counts + grp, static_cast<uint32_t>(2 * hg * M)));
+            CHECK_CUDA(cudaEventRecord(group_done[grp], stream));
+          } else {
+            cab::cuda::CoarsenArgs qg = qa, kg = ka;
+            qg.heads = kg.heads = hg;
+            qg.x = q + grp * gx;
+            kg.x = k + grp * gx;
+            qg.maxl2 = bf16_scores_only ? nullptr : qc + grp * gel;
+            kg.maxl2 = bf16_scores_only ? nullptr : kc + grp * gel;
+            qg.maxl2_bf16 = qc16 + grp * gel;
+            kg.maxl2_bf16 = kc16 + grp * gel;
+            if (with_bounds) {
+              kg.kmin = kmin + grp * gel;
+              kg.kmax = kmax + grp * gel;
+            }
+            CHECK_OK(cab::cuda::LaunchCoarsenPair(qg, kg, side));
+            CHECK_CUDA(cudaEventRecord(group_done[grp], side));
+            CHECK_CUDA(cudaStreamWaitEvent(stream, group_done[grp], 0));
           }
-          CHECK_OK(cab::cuda::LaunchCoarsenPair(qg, kg, side));
-          CHECK_CUDA(cudaEventRecord(group_done[grp], side));
-          CHECK_CUDA(cudaStreamWaitEvent(stream, group_done[grp], 0));
           cab::cuda::PredictorInputs ig = in;
           ig.q_heads = ig.kv_heads = hg;
           ig.q_rep = bf16_scores_only ? nullptr : qc + grp * gel;
@@ -235,17 +284,38 @@ int main(int argc, char** argv) {
             ig.kmax = kmax + grp * gel;
           }
           CHECK_OK(pred.Enqueue(ig, p, 0, M, false));
+          CHECK_CUDA(cudaEventRecord(group_predicted[grp], stream));
         }
+        if (one_launch) CHECK_CUDA(cudaMemsetAsync(group_counts, 0, pipeline * sizeof(uint32_t), stream));
         CHECK_CUDA(cudaEventRecord(e2, stream));
         CHECK_CUDA(cudaEventSynchronize(e2));
         float t = 0;
         CHECK_CUDA(cudaEventElapsedTime(&t, e0, e2));
         if (it >= warmup) total.push_back(t);
+        if (it + 1 == warmup + iters) {  // the last run's timeline: when each group's stages ended
+          float ce = 0;
+          if (one_launch) CHECK_CUDA(cudaEventElapsedTime(&ce, e0, e1));
+          std::printf("timeline (ms from start; coarsening ended %.3f), group: coarsened / predicted:", ce);
+          for (int grp = 0; grp < pipeline; ++grp) {
+            float c = 0, d = 0;
+            CHECK_CUDA(cudaEventElapsedTime(&c, e0, group_done[grp]));
+            CHECK_CUDA(cudaEventElapsedTime(&d, e0, group_predicted[grp]));
+            std::printf(" %d: %.3f / %.3f;", grp, c, d);
+          }
+          std::printf("\n");
+        }
       }
       for (int it = 0; pipeline == 1 && it < warmup + iters; ++it) {
         CHECK_CUDA(cudaEventRecord(e0, stream));
-        CHECK_OK(cab::cuda::LaunchCoarsenPair(qa, ka, stream));  // one launch where both fit it
-        CHECK_CUDA(cudaEventRecord(e1, stream));
+        if (green_sms > 0) {  // the coarsening alone on its partition
+          CHECK_CUDA(cudaStreamWaitEvent(side, e0, 0));
+          CHECK_OK(cab::cuda::LaunchCoarsenPair(qa, ka, side));
+          CHECK_CUDA(cudaEventRecord(e1, side));
+          CHECK_CUDA(cudaStreamWaitEvent(stream, e1, 0));
+        } else {
+          CHECK_OK(cab::cuda::LaunchCoarsenPair(qa, ka, stream));  // one launch where both fit it
+          CHECK_CUDA(cudaEventRecord(e1, stream));
+        }
         CHECK_OK(pred.Enqueue(in, p, 0, M, false));
         CHECK_CUDA(cudaEventRecord(e2, stream));
         CHECK_CUDA(cudaEventSynchronize(e2));

@@ -41,6 +41,7 @@
 namespace cab::cuda {
 
 constexpr int kBulkMaxThreads = 512;
+constexpr int kClaimRing = 16;  // per warp; > stages + 1 for every plan (stages <= 8)
 
 // Shapes of one launch, computed on the host; offsets are into the dynamic shared memory.
 struct BulkPlan {
@@ -49,7 +50,12 @@ struct BulkPlan {
   int split_bh = 0;      // rows (b, h) of the first tensor; rows at or past it are the second's
   int stages = 0;        // ring length per warp
   int chunk = 0;         // tokens per copy (a multiple of G)
-  uint32_t stage_bytes = 0, norm_off = 0, rep_off = 0, bar_off = 0, smem_bytes = 0;
+  uint32_t stage_bytes = 0, norm_off = 0, rep_off = 0, bar_off = 0, claim_off = 0, smem_bytes = 0;
+  uint32_t* work_counter = nullptr;  // [claims, warps done]: dynamic claiming (CoarsenArgs::work_counter)
+  // Parts (CoarsenArgs::groups): part g holds rows [g gq, (g + 1) gq) of the first tensor and
+  // [g gk, (g + 1) gk) of the second, items part-major; group_done null: one part, rows in order.
+  int group_q = 0, group_k = 0;
+  uint32_t* group_done = nullptr;
   bool evict_first = false;
   bool fast = true;  // false: the first version of the inner loop (see BulkCoarsenKernel)
 };
@@ -144,6 +150,9 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + p.bar_off) + warp * p.stages;
   float* norm = reinterpret_cast<float*>(smem + p.norm_off) + warp * p.chunk;
   float* rep = reinterpret_cast<float*>(smem + p.rep_off) + warp * D;
+  // Claimed blocks the producer has started but the consumer has not reached (dynamic claiming):
+  // the producer runs at most `stages` chunks, so at most stages + 1 blocks, ahead.
+  int* claims = reinterpret_cast<int*>(smem + p.claim_off) + warp * kClaimRing;
   if (lane == 0) {
     for (int s = 0; s < p.stages; ++s) bulk::InitBarrier(&bars[s]);
     bulk::FenceBarrierInit();
@@ -156,18 +165,45 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
                            : static_cast<const T*>(b.x) + static_cast<int64_t>(bh - p.split_bh) * a.tokens * D;
   };
   // The host guarantees items < 2^31, so block indices stay in 32 bits (cheap division).
-  const int stride = static_cast<int>(gridDim.x) * W;
-  const int first_item = static_cast<int>(blockIdx.x) * W + warp;
   const int items = static_cast<int>(p.items);
+  const int stride = static_cast<int>(gridDim.x) * W;
   const uint64_t policy = p.evict_first ? bulk::EvictFirstPolicy() : 0;
   auto tokens_of = [&](int m) {
     const int64_t left = a.tokens - static_cast<int64_t>(m) * a.block_size;
     return static_cast<int>(left < a.block_size ? left : a.block_size);
   };
 
+  // The block after `item` for this warp: a fixed stride, or the next claim from the shared counter.
+  // With the counter even the first block is claimed: a CTA that starts only when others have left
+  // (more CTAs than fit, or the SMs held by other kernels) must not hold early blocks back.
+  auto next_item = [&](int item) {
+    if (p.work_counter == nullptr) return item + stride;
+    int claimed = 0;
+    if (lane == 0) claimed = static_cast<int>(atomicAdd(p.work_counter, 1u));
+    return __shfl_sync(0xffffffffu, claimed, 0);
+  };
+  const int first_item = p.work_counter ? next_item(0) : static_cast<int>(blockIdx.x) * W + warp;
+
+  // Item -> (row of the concatenation, block); with parts, also the part.
+  auto locate = [&](int item, int* bh, int* m, int* part) {
+    const int row = item / p.blocks;
+    *m = item - row * p.blocks;
+    if (p.group_done == nullptr) {
+      *bh = row;
+      *part = 0;
+      return;
+    }
+    const int per_part = p.group_q + p.group_k;
+    *part = row / per_part;
+    const int r = row - *part * per_part;
+    *bh = r < p.group_q ? *part * p.group_q + r : p.split_bh + *part * p.group_k + (r - p.group_q);
+  };
+
   // Producer cursor, kept by every lane (uniform), used by lane 0: the next chunk to copy.
   int p_item = first_item, p_tok = 0;
-  int p_m = p_item % p.blocks, p_bh = p_item / p.blocks;
+  int p_m = 0, p_bh = 0, p_part = 0;
+  locate(p_item, &p_bh, &p_m, &p_part);
+  int claim_head = 0, claim_tail = 0;  // the ring of claims (dynamic claiming only)
   auto issue = [&](int s) {
     const int cnt = tokens_of(p_m);
     const int n = min(p.chunk, cnt - p_tok);
@@ -179,9 +215,12 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
     p_tok += p.chunk;
     if (p_tok >= cnt) {
       p_tok = 0;
-      p_item += stride;
-      p_m = p_item % p.blocks;
-      p_bh = p_item / p.blocks;
+      p_item = next_item(p_item);
+      if (p.work_counter != nullptr) {
+        if (lane == 0) claims[claim_tail % kClaimRing] = p_item;
+        ++claim_tail;
+      }
+      locate(p_item, &p_bh, &p_m, &p_part);
     }
   };
   for (int s = 0; s < p.stages && p_item < items; ++s) issue(s);
@@ -189,8 +228,10 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
   const unsigned group_mask = V == 32 ? 0xffffffffu : ((1u << V) - 1u) << (g * V);
   int s = 0;
   uint32_t parity = 0;
-  for (int item = first_item; item < items; item += stride) {
-    const int m = item % p.blocks, bh = item / p.blocks;
+  int item = first_item;
+  for (; item < items;) {
+    int m = 0, bh = 0, part = 0;
+    locate(item, &bh, &m, &part);
     const int cnt = tokens_of(m);
     float sum[VEC], mn[VEC], mx[VEC];
 #pragma unroll
@@ -315,7 +356,29 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
       if (best_norm2) best_norm2[row_out] = bv;
       if (count) count[row_out] = cnt;
     }
-    __syncwarp();  // rep is read before the next block may overwrite it
+    if (p.group_done != nullptr) {
+      // Every lane's stores are visible device-wide before the block is counted.
+      __threadfence();
+      __syncwarp();
+      if (lane == 0) atomicAdd(p.group_done + part, 1u);
+    }
+    __syncwarp();  // rep is read before the next block may overwrite it (and the claim is written)
+    if (p.work_counter == nullptr) {
+      item += stride;
+    } else {
+      item = claims[claim_head % kClaimRing];
+      ++claim_head;
+    }
+  }
+  if (p.work_counter != nullptr && lane == 0) {
+    // The last warp out resets the pair for the next launch on this stream: every claim is made
+    // by then (a warp claims only before it leaves).
+    const uint32_t warps_total = gridDim.x * static_cast<uint32_t>(W);
+    __threadfence();
+    if (atomicAdd(p.work_counter + 1, 1u) == warps_total - 1) {
+      atomicExch(p.work_counter, 0u);
+      atomicExch(p.work_counter + 1, 0u);
+    }
   }
 }
 
@@ -377,14 +440,25 @@ absl::Status LaunchBulk(const CoarsenArgs& a, const CoarsenArgs* b, const BulkCo
   int chunk = rows >= 4 * G ? rows / (4 * G) * (4 * G) : rows / G * G;
   chunk = chunk < G ? G : chunk;
   p.chunk = chunk < block_groups ? chunk : block_groups;
-  p.stages = cfg.stages < 2 ? 2 : cfg.stages;
+  p.stages = cfg.stages < 2 ? 2 : (cfg.stages > kClaimRing - 2 ? kClaimRing - 2 : cfg.stages);
   p.evict_first = cfg.evict_first;
   const int warps = cfg.warps;
   p.stage_bytes = RoundUp(static_cast<uint32_t>(p.chunk) * kRowBytes, 128);
   p.norm_off = warps * p.stages * p.stage_bytes;
   p.rep_off = RoundUp(p.norm_off + warps * p.chunk * 4, 16);
-  p.bar_off = RoundUp(p.rep_off + warps * V * VEC * 4, 8);
+  p.claim_off = RoundUp(p.rep_off + warps * V * VEC * 4, 16);
+  p.bar_off = RoundUp(p.claim_off + warps * kClaimRing * 4, 8);
   p.smem_bytes = p.bar_off + warps * p.stages * 8;
+  p.work_counter = a.work_counter;
+  if (a.group_done != nullptr) {
+    const int rows_b = b ? b->batch * b->heads : 0;
+    if (a.groups < 1 || a.work_counter == nullptr || p.split_bh % a.groups != 0 || rows_b % a.groups != 0) {
+      return absl::InvalidArgumentError("coarsen: parts need a work counter and rows divisible by the part count");
+    }
+    p.group_q = p.split_bh / a.groups;
+    p.group_k = rows_b / a.groups;
+    p.group_done = a.group_done;
+  }
   auto wants_stats = [](const CoarsenArgs* t) { return t && (t->mean || t->kmin || t->kmax); };
   const bool stats = wants_stats(&a) || wants_stats(b);
   auto kernel = cfg.fast ? (stats ? BulkCoarsenKernel<T, VEC, V, true, true> : BulkCoarsenKernel<T, VEC, V, true, false>)

@@ -294,6 +294,12 @@ const StreamingChoice& Streaming() {
   return choice;
 }
 
+// Parts with completion counts (CoarsenArgs::group_done) exist only in the bulk-fed kernel; another
+// path would leave a waiting stream waiting forever, so it refuses before launching anything.
+absl::Status PartsUnsupported() {
+  return absl::FailedPreconditionError("coarsen: parts with completion counts need one bulk-fed launch for this shape");
+}
+
 // b: a second tensor for the same launch (LaunchCoarsenPair), or null.
 template <typename T, int VEC, int V>
 absl::Status LaunchStreaming(const CoarsenArgs& a, const CoarsenArgs* b, cudaStream_t stream) {
@@ -302,6 +308,7 @@ absl::Status LaunchStreaming(const CoarsenArgs& a, const CoarsenArgs* b, cudaStr
     CAB_RETURN_IF_ERROR((LaunchBulk<T, VEC, V>(a, b, Streaming().cfg, stream, &launched)));
     if (launched) return absl::OkStatus();
   }
+  if (a.group_done != nullptr) return PartsUnsupported();
   CAB_RETURN_IF_ERROR((LaunchWarp<T, VEC, V>(a, stream)));
   return b ? LaunchWarp<T, VEC, V>(*b, stream) : absl::OkStatus();
 }
@@ -400,6 +407,7 @@ bool Streams(const CoarsenArgs& a) {
 
 absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream) {
   CAB_RETURN_IF_ERROR(CheckArgs(a));
+  if (a.group_done != nullptr && !Streams(a)) return PartsUnsupported();
   return DispatchByType(a, nullptr, stream);
 }
 
@@ -412,6 +420,7 @@ absl::Status LaunchCoarsenPair(const CoarsenArgs& a, const CoarsenArgs& b, cudaS
   // One launch only where it costs neither tensor anything: the same streaming kernel, and channel
   // statistics for both or for neither (the statistics slow the inner loop of both).
   if (same_shape && a_stats == b_stats && Streams(a)) return DispatchByType(a, &b, stream);
+  if (a.group_done != nullptr || b.group_done != nullptr) return PartsUnsupported();
   CAB_RETURN_IF_ERROR(DispatchByType(a, nullptr, stream));
   return DispatchByType(b, nullptr, stream);
 }

@@ -32,6 +32,19 @@ struct CoarsenArgs {
   // The bulk-fed kernel's persistent grid takes at most this many CTAs per SM (0: all that fit),
   // so that kernels on another stream can run beside it.
   int max_ctas_per_sm = 0;
+  // Optional, device, two zeroed uint32 owned by the caller (one pair per stream that launches):
+  // the bulk-fed kernel's warps then claim blocks from a shared counter instead of a fixed share,
+  // so that CTAs which start late (kernels of another stream held their SMs) take fewer blocks
+  // instead of stretching the tail. The last warp to finish zeroes the pair again. Same outputs.
+  uint32_t* work_counter = nullptr;
+  // Optional (the bulk-fed kernel only; a launch that cannot take it fails before launching): the
+  // (b, h) rows of the launch in `groups` equal parts, streamed part by part (LaunchCoarsenPair:
+  // part g holds the g-th part of each tensor's rows), and group_done[g] (device, zeroed by the
+  // caller) counts the finished blocks of part g, each counted after its outputs are written, so
+  // that another stream can start on part g (cuStreamWaitValue32, stream_wait.h) while later parts
+  // are read. Needs work_counter.
+  int groups = 0;
+  uint32_t* group_done = nullptr;
   int blocks() const { return static_cast<int>((tokens + block_size - 1) / block_size); }
 };
 

@@ -31,7 +31,8 @@ absl::StatusOr<std::unique_ptr<DevicePredictor>> DevicePredictor::Create(int dev
   d->device_ = device;
   d->gemm_ = gemm;
   CAB_CUDA_RETURN(cudaSetDevice(device));
-  CAB_CUDA_RETURN(cudaStreamCreateWithFlags(&d->stream_, cudaStreamNonBlocking));
+  CAB_CUDA_RETURN(cudaStreamCreateWithFlags(&d->own_stream_, cudaStreamNonBlocking));
+  d->stream_ = d->own_stream_;
   CAB_CUBLAS_RETURN(cublasCreate(&d->cublas_));
   CAB_CUBLAS_RETURN(cublasSetStream(d->cublas_, d->stream_));
   for (auto& e : d->events_) CAB_CUDA_RETURN(cudaEventCreate(&e));
@@ -42,7 +43,7 @@ DevicePredictor::~DevicePredictor() {
   cudaSetDevice(device_);
   for (auto& e : events_) if (e) cudaEventDestroy(e);
   if (cublas_) cublasDestroy(cublas_);
-  if (stream_) cudaStreamDestroy(stream_);
+  if (own_stream_) cudaStreamDestroy(own_stream_);
 }
 
 absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,

@@ -52,6 +52,9 @@ class DevicePredictor {
 
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
+  // Enqueues on `s` (not owned; for instance a stream on part of the SMs, sm_partition.h) from now
+  // on; nullptr: back to the predictor's own stream.
+  void UseStream(cudaStream_t s) { stream_ = s ? s : own_stream_; }
   cublasHandle_t cublas() const { return cublas_; }
   // Whether the dot-product scores run on bf16 operands for inputs with this bf16_exact (then
   // PredictorInputs' bf16 pointers suffice and the fp32 ones may be null).
@@ -83,7 +86,8 @@ class DevicePredictor {
   DevicePredictor() = default;
   int device_ = 0;
   GemmPolicy gemm_ = GemmPolicy::kAuto;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t own_stream_ = nullptr;  // created and destroyed here
+  cudaStream_t stream_ = nullptr;      // where work goes (own_stream_ unless UseStream)
   cublasHandle_t cublas_ = nullptr;
   std::array<cudaEvent_t, kStageCount + 1> events_{};
   DeviceBuffer scores_, top_, top_count_, row_max_, row_inv_, adj_, degree_, keep_, q16_, k16_, curvature_;

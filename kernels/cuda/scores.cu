@@ -85,26 +85,36 @@ absl::StatusOr<bool> CausalScorePlan::Launch(cublasHandle_t handle, const ScoreA
                                         reinterpret_cast<const void*>(static_cast<intptr_t>(D)),
                                         reinterpret_cast<const void*>(static_cast<intptr_t>(elem))};
   const size_t per_band = 3 * static_cast<size_t>(heads);
-  if (key != key_) {  // rebuild (synchronous copy: only when buffers grew or the shape changed)
-    CAB_CUDA_RETURN(cudaStreamSynchronize(stream));  // earlier GEMMs on the stream may still read the old array
-    host_.assign(kCausalBands * per_band, nullptr);
+  Plan* plan = nullptr;
+  for (const auto& e : plans_) {
+    if (e->key == key) plan = e.get();
+  }
+  if (plan == nullptr) {  // build (a synchronous copy: once per buffers and shape)
+    if (plans_.size() >= kMaxPlans) {
+      CAB_CUDA_RETURN(cudaStreamSynchronize(stream));  // earlier GEMMs on the stream may still read them
+      plans_.clear();
+    }
+    std::vector<const void*> host(kCausalBands * per_band, nullptr);
     for (int p = 0; p < kCausalBands; ++p) {
       const int64_t r0 = static_cast<int64_t>(M) * p / kCausalBands;
       for (int bh = 0; bh < heads; ++bh) {
         const int64_t kvh = static_cast<int64_t>(bh / a.q_heads) * a.kv_heads + (bh % a.q_heads) / g;
-        host_[p * per_band + bh] = kbase + kvh * M * D * elem;
-        host_[p * per_band + heads + bh] = qbase + (static_cast<int64_t>(bh) * M + r0) * D * elem;
-        host_[p * per_band + 2 * heads + bh] = a.scores + (static_cast<int64_t>(bh) * M + r0) * M;
+        host[p * per_band + bh] = kbase + kvh * M * D * elem;
+        host[p * per_band + heads + bh] = qbase + (static_cast<int64_t>(bh) * M + r0) * D * elem;
+        host[p * per_band + 2 * heads + bh] = a.scores + (static_cast<int64_t>(bh) * M + r0) * M;
       }
     }
-    CAB_RETURN_IF_ERROR(pointers_.Reserve(host_.size() * sizeof(void*)));
-    CAB_CUDA_RETURN(cudaMemcpy(pointers_.as<void>(), host_.data(), host_.size() * sizeof(void*), cudaMemcpyHostToDevice));
-    key_ = key;
+    auto made = std::make_unique<Plan>();
+    CAB_RETURN_IF_ERROR(made->pointers.Reserve(host.size() * sizeof(void*)));
+    CAB_CUDA_RETURN(cudaMemcpy(made->pointers.as<void>(), host.data(), host.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    made->key = key;
+    plan = made.get();
+    plans_.push_back(std::move(made));
   }
   const float scale = 1.f / std::sqrt(static_cast<float>(D)), beta = 0.f;
   const cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const cublasComputeType_t compute = a.mode == GemmMode::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  const void** ptrs = pointers_.as<const void*>();
+  const void** ptrs = plan->pointers.as<const void*>();
   for (int p = 0; p < kCausalBands; ++p) {
     const int r0 = static_cast<int>(static_cast<int64_t>(M) * p / kCausalBands);
     const int r1 = static_cast<int>(static_cast<int64_t>(M) * (p + 1) / kCausalBands);

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -42,7 +43,7 @@ struct ScoreArgs {
 // [p M / P, (p + 1) M / P) and only the key blocks [0, (p + 1) M / P) its rows can see, so the GEMMs
 // compute and write (P + 1) / (2 P) of S (5/8 for P = 4) when M >= kMinBlocks; the rest of S is left unwritten and never
 // read (every reader stops at the causal support). One cublasGemmBatchedEx per band over B * Hq
-// heads, with device pointer arrays rebuilt only when the buffers or the shape change.
+// heads, with device pointer arrays built once per buffers and shape (kept, see plans_).
 class CausalScorePlan {
  public:
   static constexpr int kCausalBands = 4;
@@ -53,9 +54,15 @@ class CausalScorePlan {
   absl::StatusOr<bool> Launch(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream);
 
  private:
-  DeviceBuffer pointers_;  // [bands][3][B * Hq] const void*: A (keys), B (queries), C (scores)
-  std::vector<const void*> host_;
-  std::vector<const void*> key_;  // what the pointers were built for
+  // One per (operands, scores, shape) seen: a pipeline that runs head groups one after another
+  // reads different operand offsets per group, and rebuilding (a synchronous copy) per call would
+  // stall the host until the stream drains. Kept at most kMaxPlans; then cleared after a sync.
+  static constexpr size_t kMaxPlans = 64;
+  struct Plan {
+    std::vector<const void*> key;  // what the pointers were built for
+    DeviceBuffer pointers;         // [bands][3][B * Hq] const void*: A (keys), B (queries), C (scores)
+  };
+  std::vector<std::unique_ptr<Plan>> plans_;
 };
 
 absl::Status LaunchScores(cublasHandle_t handle, const ScoreArgs& a, cudaStream_t stream,

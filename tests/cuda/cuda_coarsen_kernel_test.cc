@@ -3,7 +3,11 @@
 // same representatives, bf16 copies, best norms and counts as a launch that asks for everything, whose
 // outputs CudaBackend.CoarsenMatchesCpu compares with the CPU backend. Also checks that the pipeline
 // knob (max_ctas_per_sm) changes nothing but the grid, and that coarsening the queries and the keys in
-// one launch (LaunchCoarsenPair) writes what two launches write. Skips with the reason where no GPU
+// one launch (LaunchCoarsenPair) writes what two launches write, and that warps claiming blocks from a
+// counter (CoarsenArgs::work_counter) write what fixed shares write and leave the counter zeroed, and
+// that a launch in parts counts each part's finished blocks so that a stream waiting on a count
+// (EnqueueWaitAtLeast) reads that part's finished outputs, also from a stream limited to part of
+// the SMs (CreatePartitionStream). Skips with the reason where no GPU
 // exists.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -15,6 +19,8 @@
 #include <vector>
 
 #include "coarsen_kernel.h"
+#include "sm_partition.h"
+#include "stream_wait.h"
 #include "gtest/gtest.h"
 
 namespace {
@@ -257,6 +263,194 @@ TEST(CoarsenKernel, QueriesAndKeysInOneLaunchMatchTwoLaunches) {
     cudaFree(q);
     cudaFree(k);
   }
+}
+
+TEST(CoarsenKernel, ClaimedBlocksMatchFixedShares) {
+  REQUIRE_CUDA_DEVICE();
+  struct Case {
+    Shape s;
+    bool stats;
+    int max_ctas;
+  };
+  // An H100 holds 1056 warps of this kernel at one CTA per SM, 2112 at two: the shapes with more
+  // blocks than that make warps claim; the small one only exercises the exit count.
+  const Case cases[] = {
+      {{16, 16384, 128, 128, DType::kBF16}, false, 1},  // the pipeline's launch: one CTA per SM
+      {{8, 20000, 128, 64, DType::kBF16}, true, 1},     // partial block, channel statistics
+      {{8, 8192, 32, 16, DType::kF32}, true, 0},        // small blocks: many claims per warp
+      {{32, 8192, 128, 64, DType::kBF16}, false, 0},    // two CTAs per SM
+      {{3, 999, 128, 64, DType::kF32}, false, 0},       // fewer blocks than warps: no claims
+  };
+  uint32_t* counter = nullptr;
+  ASSERT_EQ(cudaMalloc(&counter, 2 * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(counter, 0, 2 * sizeof(uint32_t)), cudaSuccess);
+  uint64_t seed = 300;
+  for (const Case& c : cases) {
+    const Shape& s = c.s;
+    SCOPED_TRACE("heads " + std::to_string(s.heads) + " tokens " + std::to_string(s.tokens) + " block " +
+                 std::to_string(s.block) + (c.stats ? " statistics" : "") + " ctas/SM " + std::to_string(c.max_ctas));
+    const std::vector<unsigned char> host = RandomInput(s, seed++);
+    void* x = nullptr;
+    ASSERT_EQ(cudaMalloc(&x, host.size()), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(x, host.data(), host.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    DeviceOutputs fixed(s, x, true, c.stats);
+    fixed.args.max_ctas_per_sm = c.max_ctas;
+    ASSERT_TRUE(cab::cuda::LaunchCoarsen(fixed.args, nullptr).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto want = fixed.Download();
+    // Three launches in a row on one counter: each must find it zeroed by the one before.
+    for (int round = 0; round < 3; ++round) {
+      DeviceOutputs claimed(s, x, true, c.stats);
+      claimed.args.max_ctas_per_sm = c.max_ctas;
+      claimed.args.work_counter = counter;
+      ASSERT_TRUE(cab::cuda::LaunchCoarsen(claimed.args, nullptr).ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(claimed.Download() == want) << "round " << round;
+      uint32_t left[2] = {1, 1};
+      ASSERT_EQ(cudaMemcpy(left, counter, sizeof(left), cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(left[0], 0u);
+      EXPECT_EQ(left[1], 0u);
+    }
+    // The queries and the keys in one launch on the same counter.
+    DeviceOutputs q(s, x, false, false), k(s, x, true, false);
+    q.args.work_counter = k.args.work_counter = counter;
+    ASSERT_TRUE(cab::cuda::LaunchCoarsenPair(q.args, k.args, nullptr).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(k.Download()[1] == want[1]);  // the bf16 representatives
+    EXPECT_TRUE(q.Download()[1] == want[1]);
+    cudaFree(x);
+  }
+  cudaFree(counter);
+}
+
+TEST(CoarsenKernel, PartsAreCountedAndReleaseAWaitingStream) {
+  REQUIRE_CUDA_DEVICE();
+  // Queries with 16 heads and keys with 4 (GQA) in 4 parts: part g is query heads 4g..4g+3 and key
+  // head g. Large enough that parts finish at different times.
+  const Shape qs{16, 16384, 128, 128, DType::kBF16}, ks{4, 16384, 128, 128, DType::kBF16};
+  constexpr int kParts = 4;
+  const std::vector<unsigned char> hq = RandomInput(qs, 501), hk = RandomInput(ks, 502);
+  void *q = nullptr, *k = nullptr;
+  ASSERT_EQ(cudaMalloc(&q, hq.size()), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&k, hk.size()), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(q, hq.data(), hq.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(k, hk.data(), hk.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  DeviceOutputs q1(qs, q, false, false), k1(ks, k, false, false);
+  ASSERT_TRUE(cab::cuda::LaunchCoarsenPair(q1.args, k1.args, nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto want_q = q1.Download(), want_k = k1.Download();
+
+  uint32_t *counter = nullptr, *done = nullptr;
+  ASSERT_EQ(cudaMalloc(&counter, 2 * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&done, kParts * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(counter, 0, 2 * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(done, 0, kParts * sizeof(uint32_t)), cudaSuccess);
+  cudaStream_t producer, consumer;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&producer, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&consumer, cudaStreamNonBlocking), cudaSuccess);
+  DeviceOutputs q2(qs, q, false, false), k2(ks, k, false, false);
+  q2.args.work_counter = counter;
+  q2.args.groups = kParts;
+  q2.args.group_done = done;
+  const int M = q2.args.blocks();
+  const size_t q_part = q2.elems / kParts, k_part = k2.elems / kParts;  // bf16 values per part
+  std::vector<uint16_t> copied_q(q2.elems), copied_k(k2.elems);
+  ASSERT_TRUE(cab::cuda::LaunchCoarsenPair(q2.args, k2.args, producer).ok());
+  // The consumer copies each part's representatives as soon as its count says it is finished.
+  for (int g = 0; g < kParts; ++g) {
+    ASSERT_TRUE(cab::cuda::EnqueueWaitAtLeast(consumer, done + g, static_cast<uint32_t>((4 + 1) * M)).ok());
+    ASSERT_EQ(cudaMemcpyAsync(copied_q.data() + g * q_part, q2.args.maxl2_bf16 + g * q_part, q_part * 2,
+                              cudaMemcpyDeviceToHost, consumer), cudaSuccess);
+    ASSERT_EQ(cudaMemcpyAsync(copied_k.data() + g * k_part, k2.args.maxl2_bf16 + g * k_part, k_part * 2,
+                              cudaMemcpyDeviceToHost, consumer), cudaSuccess);
+  }
+  ASSERT_EQ(cudaStreamSynchronize(consumer), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(producer), cudaSuccess);
+  std::vector<unsigned char> got_q(copied_q.size() * 2), got_k(copied_k.size() * 2);
+  std::memcpy(got_q.data(), copied_q.data(), got_q.size());
+  std::memcpy(got_k.data(), copied_k.data(), got_k.size());
+  EXPECT_TRUE(got_q == want_q[1]);
+  EXPECT_TRUE(got_k == want_k[1]);
+  EXPECT_TRUE(q2.Download() == want_q);
+  EXPECT_TRUE(k2.Download() == want_k);
+  uint32_t counts[kParts] = {};
+  ASSERT_EQ(cudaMemcpy(counts, done, sizeof(counts), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int g = 0; g < kParts; ++g) EXPECT_EQ(counts[g], static_cast<uint32_t>(5 * M)) << "part " << g;
+
+  // Parts the launch cannot honour are refused before anything runs: rows not divisible, no work
+  // counter, and a shape only the non-streaming kernel takes (12 lanes of floats).
+  DeviceOutputs q3(qs, q, false, false), k3(ks, k, false, false);
+  q3.args.groups = 3;
+  q3.args.group_done = done;
+  q3.args.work_counter = counter;
+  EXPECT_EQ(cab::cuda::LaunchCoarsenPair(q3.args, k3.args, producer).code(), absl::StatusCode::kInvalidArgument);
+  q3.args.groups = kParts;
+  q3.args.work_counter = nullptr;
+  EXPECT_EQ(cab::cuda::LaunchCoarsenPair(q3.args, k3.args, producer).code(), absl::StatusCode::kInvalidArgument);
+  const Shape odd{2, 300, 48, 32, DType::kF32};
+  DeviceOutputs o(odd, q, false, false);
+  o.args.groups = 2;
+  o.args.group_done = done;
+  o.args.work_counter = counter;
+  EXPECT_EQ(cab::cuda::LaunchCoarsen(o.args, producer).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaStreamDestroy(producer);
+  cudaStreamDestroy(consumer);
+  cudaFree(counter);
+  cudaFree(done);
+  cudaFree(q);
+  cudaFree(k);
+}
+
+TEST(CoarsenKernel, PartitionStreamsRunOnTheirShareOfSms) {
+  REQUIRE_CUDA_DEVICE();
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  cab::cuda::PartitionStream rest;
+  auto part = cab::cuda::CreatePartitionStream(0, sms / 3, &rest);
+  if (part.status().code() == absl::StatusCode::kUnimplemented) GTEST_SKIP() << part.status();
+  ASSERT_TRUE(part.ok()) << part.status();
+  EXPECT_GE(part->sms, sms / 3);
+  EXPECT_GE(rest.sms, 1);
+  EXPECT_LE(part->sms + rest.sms, sms);
+  EXPECT_EQ(cab::cuda::CreatePartitionStream(0, sms).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // The coarsening on the small part with claimed blocks (its grid has more CTAs than fit there),
+  // and a waiting stream on the rest: the same outputs as a plain launch.
+  const Shape s{8, 8192, 128, 64, DType::kBF16};
+  const std::vector<unsigned char> host = RandomInput(s, 700);
+  void* x = nullptr;
+  ASSERT_EQ(cudaMalloc(&x, host.size()), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(x, host.data(), host.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  DeviceOutputs plain(s, x, true, false);
+  ASSERT_TRUE(cab::cuda::LaunchCoarsen(plain.args, nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  uint32_t *counter = nullptr, *done = nullptr;
+  ASSERT_EQ(cudaMalloc(&counter, 2 * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&done, 2 * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(counter, 0, 2 * sizeof(uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(done, 0, 2 * sizeof(uint32_t)), cudaSuccess);
+  DeviceOutputs parted(s, x, true, false);
+  parted.args.work_counter = counter;
+  parted.args.groups = 2;
+  parted.args.group_done = done;
+  ASSERT_TRUE(cab::cuda::LaunchCoarsen(parted.args, part->stream).ok());
+  const size_t half = parted.rows / 2;
+  std::vector<float> second_half(half);
+  ASSERT_TRUE(cab::cuda::EnqueueWaitAtLeast(rest.stream, done + 1, static_cast<uint32_t>(half)).ok());
+  ASSERT_EQ(cudaMemcpyAsync(second_half.data(), parted.args.best_norm2 + half, half * 4, cudaMemcpyDeviceToHost,
+                            rest.stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(rest.stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(part->stream), cudaSuccess);
+  EXPECT_TRUE(parted.Download() == plain.Download());
+  std::vector<float> want(half);
+  ASSERT_EQ(cudaMemcpy(want.data(), plain.args.best_norm2 + half, half * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(second_half, want);
+  cudaFree(counter);
+  cudaFree(done);
+  cudaFree(x);
+  cab::cuda::DestroyPartitionStream(&*part);
+  cab::cuda::DestroyPartitionStream(&rest);
 }
 
 TEST(CoarsenKernel, RefusesLaunchesWithoutRepresentatives) {

@@ -34,6 +34,13 @@ for sms in 56 64; do
     bench "pipeline $g, one launch on $sms SMs, evict-first" $E -- --pipeline="$g" --green_sms="$sms" --one_launch
   done
 done
+for mib in 16 32; do
+  for sms in 56 64; do
+    bench "pipeline 8, one launch on $sms SMs, evict-first, $mib MiB of L2 kept for S" $E -- --pipeline=8 --green_sms="$sms" --one_launch --persist_mib="$mib"
+  done
+  bench "pipeline 16, one launch on 56 SMs, evict-first, $mib MiB of L2 kept for S" $E -- --pipeline=16 --green_sms=56 --one_launch --persist_mib="$mib"
+  bench "pipeline 8, one launch on 56 SMs, $mib MiB of L2 kept for S" -- --pipeline=8 --green_sms=56 --one_launch --persist_mib="$mib"
+done
 bench "pipeline 8, one launch on 56 SMs, prediction on the other SMs, evict-first" $E -- --pipeline=8 --green_sms=56 --one_launch --pred_rest
 for plan in bulk:8:3:6:e bulk:8:4:4:e bulk:16:2:6:e bulk:12:3:4:e; do
   for sms in 56 64; do

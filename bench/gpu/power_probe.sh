@@ -1,3 +1,8 @@
+#!/usr/bin/env bash
+# Clocks and power while the predictor runs 3000 times at 128k / block 128, sequential and pipelined
+# (notes/gpu-runs.md run 56: both at 1980 MHz and ~560 W, i.e. the pipelined slowdown is not
+# throttling). On the GPU host from the repository root with bundle-g unpacked:
+#   bash bench/gpu/power_probe.sh
 set -u
 export LD_LIBRARY_PATH=$PWD/bundle-g/lib:/usr/local/cuda/lib64
 B=bundle-g/bin/cab-bench-gpu

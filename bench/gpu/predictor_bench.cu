@@ -17,10 +17,12 @@
 // --one_launch (with --pipeline): one coarsening launch streams the groups in order and counts each
 // group's finished blocks; the prediction stream waits on those counts (stream_wait.h).
 // --pred_rest (with --green_sms): the prediction on the SMs the coarsening does not have.
+// --persist_mib=N (with --pipeline): N MiB of L2 set aside for the score matrix, which the prediction
+// stream marks persisting (cudaAccessPolicyWindow), so the coarsening's stream does not evict it.
 //
 //   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
-//                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest]
+//                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest] [--persist_mib=0]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -82,7 +84,7 @@ float Median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128};
-  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0;
+  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0, persist_mib = 0;
   std::string k_bounds = "auto", claim = "auto";
   bool one_launch = false, pred_rest = false;
   float sparsity = 0.95f;
@@ -110,6 +112,7 @@ int main(int argc, char** argv) {
     else if (const char* v = val("--green_sms=")) green_sms = std::atoi(v);
     else if (std::strcmp(s, "--one_launch") == 0) one_launch = true;
     else if (std::strcmp(s, "--pred_rest") == 0) pred_rest = true;
+    else if (const char* v = val("--persist_mib=")) persist_mib = std::atoi(v);
     else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
   }
   cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
@@ -285,6 +288,19 @@ int main(int argc, char** argv) {
           }
           CHECK_OK(pred.Enqueue(ig, p, 0, M, false));
           CHECK_CUDA(cudaEventRecord(group_predicted[grp], stream));
+          if (persist_mib > 0 && it == 0 && grp == 0) {  // the score buffer exists now
+            int most = 0;  // the device's largest set-aside (H100: 75% of L2)
+            CHECK_CUDA(cudaDeviceGetAttribute(&most, cudaDevAttrMaxPersistingL2CacheSize, 0));
+            const size_t bytes = std::min(static_cast<size_t>(persist_mib) << 20, static_cast<size_t>(most));
+            CHECK_CUDA(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, bytes));
+            cudaStreamAttrValue attr = {};
+            attr.accessPolicyWindow.base_ptr = const_cast<float*>(pred.graph().scores);
+            attr.accessPolicyWindow.num_bytes = std::min(bytes, static_cast<size_t>(hg) * M * M * sizeof(float));
+            attr.accessPolicyWindow.hitRatio = 1.f;
+            attr.accessPolicyWindow.hitProp = cudaAccessPropertyPersisting;
+            attr.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
+            CHECK_CUDA(cudaStreamSetAttribute(stream, cudaStreamAttributeAccessPolicyWindow, &attr));
+          }
         }
         if (one_launch) CHECK_CUDA(cudaMemsetAsync(group_counts, 0, pipeline * sizeof(uint32_t), stream));
         CHECK_CUDA(cudaEventRecord(e2, stream));

@@ -12,7 +12,9 @@
 // first inner loop ran at 0.98 ms whatever the stages, 12-16 warps or the leaner loop at 0.80.
 //
 // Work: a persistent grid; warp w of the grid takes blocks (items) w, w + warps, ... so that at any
-// moment the grid reads one contiguous window of the tensor. Inside a chunk the layout is the warp
+// moment the grid reads one contiguous window of the tensor; with a work counter every warp claims
+// its next block instead (same window, but a CTA that starts late takes fewer blocks), and with parts
+// the blocks go part by part and each part's finished blocks are counted (CoarsenArgs). Inside a chunk the layout is the warp
 // kernel's: G = 32 / V token groups of V lanes, lane v owning channels [v*VEC, v*VEC + VEC), token t
 // on group t % G (chunks hold a multiple of G tokens, so every group sums the same tokens in the same
 // order as the warp kernel: identical means).

@@ -13,9 +13,9 @@
 //
 // Work: a persistent grid; warp w of the grid takes blocks (items) w, w + warps, ... so that at any
 // moment the grid reads one contiguous window of the tensor; with a work counter every warp claims
-// its next block instead (same window, but a CTA that starts late takes fewer blocks), and with parts
-// the blocks go part by part and each part's finished blocks are counted (CoarsenArgs). Inside a chunk the layout is the warp
-// kernel's: G = 32 / V token groups of V lanes, lane v owning channels [v*VEC, v*VEC + VEC), token t
+// its next block instead (same window, but a CTA that starts late takes fewer blocks), and with
+// parts the blocks go part by part and each part's finished blocks are counted (CoarsenArgs).
+// Inside a chunk the layout is the warp kernel's: G = 32 / V token groups of V lanes, lane v owning channels [v*VEC, v*VEC + VEC), token t
 // on group t % G (chunks hold a multiple of G tokens, so every group sums the same tokens in the same
 // order as the warp kernel: identical means).
 //
@@ -43,7 +43,7 @@
 namespace cab::cuda {
 
 constexpr int kBulkMaxThreads = 512;
-constexpr int kClaimRing = 16;  // per warp; > stages + 1 for every plan (stages <= 8)
+constexpr int kClaimRing = 16;  // per warp; > stages + 1 (LaunchBulk caps stages at kClaimRing - 2)
 
 // Shapes of one launch, computed on the host; offsets are into the dynamic shared memory.
 struct BulkPlan {
@@ -186,25 +186,24 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
   };
   const int first_item = p.work_counter ? next_item(0) : static_cast<int>(blockIdx.x) * W + warp;
 
-  // Item -> (row of the concatenation, block); with parts, also the part.
-  auto locate = [&](int item, int* bh, int* m, int* part) {
+  // Item -> (row of the concatenation, block); with parts, the part is returned.
+  auto locate = [&](int item, int* bh, int* m) {
     const int row = item / p.blocks;
     *m = item - row * p.blocks;
     if (p.group_done == nullptr) {
       *bh = row;
-      *part = 0;
-      return;
+      return 0;
     }
     const int per_part = p.group_q + p.group_k;
-    *part = row / per_part;
-    const int r = row - *part * per_part;
-    *bh = r < p.group_q ? *part * p.group_q + r : p.split_bh + *part * p.group_k + (r - p.group_q);
+    const int part = row / per_part, r = row - part * per_part;
+    *bh = r < p.group_q ? part * p.group_q + r : p.split_bh + part * p.group_k + (r - p.group_q);
+    return part;
   };
 
   // Producer cursor, kept by every lane (uniform), used by lane 0: the next chunk to copy.
   int p_item = first_item, p_tok = 0;
-  int p_m = 0, p_bh = 0, p_part = 0;
-  locate(p_item, &p_bh, &p_m, &p_part);
+  int p_m = 0, p_bh = 0;
+  locate(p_item, &p_bh, &p_m);
   int claim_head = 0, claim_tail = 0;  // the ring of claims (dynamic claiming only)
   auto issue = [&](int s) {
     const int cnt = tokens_of(p_m);
@@ -222,7 +221,7 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
         if (lane == 0) claims[claim_tail % kClaimRing] = p_item;
         ++claim_tail;
       }
-      locate(p_item, &p_bh, &p_m, &p_part);
+      locate(p_item, &p_bh, &p_m);
     }
   };
   for (int s = 0; s < p.stages && p_item < items; ++s) issue(s);
@@ -230,10 +229,9 @@ __global__ void __launch_bounds__(kBulkMaxThreads, 1) BulkCoarsenKernel(CoarsenA
   const unsigned group_mask = V == 32 ? 0xffffffffu : ((1u << V) - 1u) << (g * V);
   int s = 0;
   uint32_t parity = 0;
-  int item = first_item;
-  for (; item < items;) {
-    int m = 0, bh = 0, part = 0;
-    locate(item, &bh, &m, &part);
+  for (int item = first_item; item < items;) {
+    int m = 0, bh = 0;
+    const int part = locate(item, &bh, &m);
     const int cnt = tokens_of(m);
     float sum[VEC], mn[VEC], mx[VEC];
 #pragma unroll

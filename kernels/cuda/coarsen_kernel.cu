@@ -354,6 +354,7 @@ absl::Status Dispatch(const CoarsenArgs& a, const CoarsenArgs* b, cudaStream_t s
       default: break;
     }
   }
+  if (a.group_done != nullptr) return PartsUnsupported();  // only the streaming kernels count parts
   if (a.dim % kVec == 0 && a.dim / kVec <= kThreads) {
     const int V = a.dim / kVec;
     if (V <= 32 && (V & (V - 1)) == 0) return Launch<T, kVec, true>(a, stream);
@@ -407,7 +408,6 @@ bool Streams(const CoarsenArgs& a) {
 
 absl::Status LaunchCoarsen(const CoarsenArgs& a, cudaStream_t stream) {
   CAB_RETURN_IF_ERROR(CheckArgs(a));
-  if (a.group_done != nullptr && !Streams(a)) return PartsUnsupported();
   return DispatchByType(a, nullptr, stream);
 }
 
@@ -420,7 +420,7 @@ absl::Status LaunchCoarsenPair(const CoarsenArgs& a, const CoarsenArgs& b, cudaS
   // One launch only where it costs neither tensor anything: the same streaming kernel, and channel
   // statistics for both or for neither (the statistics slow the inner loop of both).
   if (same_shape && a_stats == b_stats && Streams(a)) return DispatchByType(a, &b, stream);
-  if (a.group_done != nullptr || b.group_done != nullptr) return PartsUnsupported();
+  if (a.group_done != nullptr || b.group_done != nullptr) return PartsUnsupported();  // two launches: no parts
   CAB_RETURN_IF_ERROR(DispatchByType(a, nullptr, stream));
   return DispatchByType(b, nullptr, stream);
 }

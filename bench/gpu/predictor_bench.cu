@@ -19,16 +19,27 @@
 // --pred_rest (with --green_sms): the prediction on the SMs the coarsening does not have.
 // --persist_mib=N (with --pipeline): N MiB of L2 set aside for the score matrix, which the prediction
 // stream marks persisting (cudaAccessPolicyWindow), so the coarsening's stream does not evict it.
+// --head_groups=A,B,... (instead of --pipeline=G; needs --one_launch): groups of unequal head
+// counts, e.g. 8,8,8,4,2,1,1: large groups early (their predictions are efficient), small ones last
+// (the prediction after the last coarsened block is short).
+// --pred_streams=N (with --one_launch): group g's prediction on predictor g % N, each with its own
+// stream, so that a group's prediction need not wait for the one before it.
+// --pred=WHAT (with --pipeline; a diagnostic of what slows the overlapped coarsening): what each
+// group's prediction does: full (default), graph (no selection), scores (the score GEMM only),
+// spin:US (a kernel on every SM that only counts clock cycles for US microseconds: no memory
+// traffic) or none (nothing: the coarsening in parts alone).
 //
 //   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
 //                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest] [--persist_mib=0]
+//                 [--head_groups=A,B,...] [--pred_streams=1] [--pred=full|graph|scores|spin:US|none]
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -75,6 +86,15 @@ std::vector<int> ParseList(const char* s) {
   return out;
 }
 
+// --pred=spin:US: busy for `cycles` clock cycles and touches no memory (but one store nobody reads
+// when the loop runs an odd number of times, so it is not removed).
+__global__ void SpinKernel(long long cycles, int* sink) {
+  const long long start = clock64();
+  int n = 0;
+  while (clock64() - start < cycles) ++n;
+  if (n == -1) *sink = n;
+}
+
 float Median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.f : (v.size() % 2 ? v[v.size() / 2] : 0.5f * (v[v.size() / 2 - 1] + v[v.size() / 2]));
@@ -83,12 +103,13 @@ float Median(std::vector<float> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128};
-  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0, persist_mib = 0;
+  std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128}, head_groups;
+  int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0, persist_mib = 0,
+      pred_streams = 1;
   std::string k_bounds = "auto", claim = "auto";
   bool one_launch = false, pred_rest = false;
   float sparsity = 0.95f;
-  std::string policy = "cab", gemm = "auto", out_path;
+  std::string policy = "cab", gemm = "auto", out_path, pred_what = "full";
   for (int a = 1; a < argc; ++a) {
     const char* s = argv[a];
     auto val = [&](const char* key) -> const char* {
@@ -113,6 +134,9 @@ int main(int argc, char** argv) {
     else if (std::strcmp(s, "--one_launch") == 0) one_launch = true;
     else if (std::strcmp(s, "--pred_rest") == 0) pred_rest = true;
     else if (const char* v = val("--persist_mib=")) persist_mib = std::atoi(v);
+    else if (const char* v = val("--pred=")) pred_what = v;
+    else if (const char* v = val("--head_groups=")) head_groups = ParseList(v);
+    else if (const char* v = val("--pred_streams=")) pred_streams = std::atoi(v);
     else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
   }
   cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
@@ -123,6 +147,22 @@ int main(int argc, char** argv) {
   CHECK_OK(parsed_policy.status());
   if (pipeline < 1 || heads % pipeline != 0) {
     std::fprintf(stderr, "--pipeline=%d must divide --heads=%d\n", pipeline, heads);
+    return 2;
+  }
+  if (head_groups.empty()) {
+    head_groups.assign(pipeline, heads / pipeline);
+  } else {
+    int sum = 0;
+    for (int h : head_groups) sum += h > 0 ? h : heads + 1;
+    if (sum != heads || !one_launch || head_groups.size() > cab::cuda::CoarsenArgs::kMaxParts) {
+      std::fprintf(stderr, "--head_groups must be positive, add up to --heads, at most 32, with --one_launch\n");
+      return 2;
+    }
+    pipeline = static_cast<int>(head_groups.size());
+  }
+  const bool spin = pred_what.rfind("spin:", 0) == 0;
+  if (pred_what != "full" && pred_what != "graph" && pred_what != "scores" && pred_what != "none" && !spin) {
+    std::fprintf(stderr, "--pred=%s: expected full, graph, scores, spin:US or none\n", pred_what.c_str());
     return 2;
   }
   const bool with_bounds = k_bounds == "on" || (k_bounds == "auto" && *parsed_policy == cab::MaskPolicy::kQuest);
@@ -137,6 +177,16 @@ int main(int argc, char** argv) {
   auto pred_or = DevicePredictor::Create(0, gp);
   CHECK_OK(pred_or.status());
   DevicePredictor& pred = **pred_or;
+  if (pred_streams < 1 || (pred_streams > 1 && !one_launch)) {
+    std::fprintf(stderr, "--pred_streams=%d: at least 1, more only with --one_launch\n", pred_streams);
+    return 2;
+  }
+  std::vector<std::unique_ptr<DevicePredictor>> more_preds;  // --pred_streams: predictors 1..N-1
+  for (int i = 1; i < pred_streams; ++i) {
+    auto made = DevicePredictor::Create(0, gp);
+    CHECK_OK(made.status());
+    more_preds.push_back(std::move(*made));
+  }
   cudaStream_t stream = pred.stream();  // (--pred_rest replaces it below)
   cudaEvent_t e0, e1, e2;
   CHECK_CUDA(cudaEventCreate(&e0));
@@ -168,6 +218,13 @@ int main(int argc, char** argv) {
   uint32_t* group_counts = nullptr;  // --one_launch: finished blocks per group
   CHECK_CUDA(cudaMalloc(&group_counts, pipeline * sizeof(uint32_t)));
   CHECK_CUDA(cudaMemset(group_counts, 0, pipeline * sizeof(uint32_t)));
+
+  cab::cuda::DeviceBuffer group_scores;  // --pred=scores
+  cab::cuda::CausalScorePlan group_plan;
+  int* spin_sink = nullptr;  // --pred=spin
+  int clock_khz = 0;
+  CHECK_CUDA(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
+  CHECK_CUDA(cudaMalloc(&spin_sink, sizeof(int)));
 
   std::string table;
   char line[512];
@@ -244,33 +301,37 @@ int main(int argc, char** argv) {
       for (int it = 0; pipeline > 1 && it < warmup + iters; ++it) {
         // Group g's coarsening on `side` (one launch per group, or --one_launch for all with counts
         // per group), its prediction on the predictor's stream after it.
-        const int hg = heads / pipeline;
-        const size_t gel = static_cast<size_t>(hg) * M * dim, gx = static_cast<size_t>(hg) * n * dim;
         CHECK_CUDA(cudaEventRecord(e0, stream));
         CHECK_CUDA(cudaStreamWaitEvent(side, e0, 0));
+        for (auto& extra : more_preds) CHECK_CUDA(cudaStreamWaitEvent(extra->stream(), e0, 0));
         if (one_launch) {
           cab::cuda::CoarsenArgs qg = qa;
           qg.groups = pipeline;
+          for (int grp = 0; grp < pipeline; ++grp) qg.part_rows[grp] = head_groups[grp];
           qg.group_done = group_counts;
           CHECK_OK(cab::cuda::LaunchCoarsenPair(qg, ka, side));
           CHECK_CUDA(cudaEventRecord(e1, side));
         }
-        for (int grp = 0; grp < pipeline; ++grp) {
+        for (int grp = 0, h0 = 0; grp < pipeline; h0 += head_groups[grp], ++grp) {
+          const int hg = head_groups[grp];
+          DevicePredictor& gpred = grp % pred_streams == 0 ? pred : *more_preds[grp % pred_streams - 1];
+          const cudaStream_t gstream = grp % pred_streams == 0 ? stream : gpred.stream();
+          const size_t gel = static_cast<size_t>(h0) * M * dim, gx = static_cast<size_t>(h0) * n * dim;
           if (one_launch) {
-            CHECK_OK(cab::cuda::EnqueueWaitAtLeast(stream, group_counts + grp, static_cast<uint32_t>(2 * hg * M)));
-            CHECK_CUDA(cudaEventRecord(group_done[grp], stream));
+            CHECK_OK(cab::cuda::EnqueueWaitAtLeast(gstream, group_counts + grp, static_cast<uint32_t>(2 * hg * M)));
+            CHECK_CUDA(cudaEventRecord(group_done[grp], gstream));
           } else {
             cab::cuda::CoarsenArgs qg = qa, kg = ka;
             qg.heads = kg.heads = hg;
-            qg.x = q + grp * gx;
-            kg.x = k + grp * gx;
-            qg.maxl2 = bf16_scores_only ? nullptr : qc + grp * gel;
-            kg.maxl2 = bf16_scores_only ? nullptr : kc + grp * gel;
-            qg.maxl2_bf16 = qc16 + grp * gel;
-            kg.maxl2_bf16 = kc16 + grp * gel;
+            qg.x = q + gx;
+            kg.x = k + gx;
+            qg.maxl2 = bf16_scores_only ? nullptr : qc + gel;
+            kg.maxl2 = bf16_scores_only ? nullptr : kc + gel;
+            qg.maxl2_bf16 = qc16 + gel;
+            kg.maxl2_bf16 = kc16 + gel;
             if (with_bounds) {
-              kg.kmin = kmin + grp * gel;
-              kg.kmax = kmax + grp * gel;
+              kg.kmin = kmin + gel;
+              kg.kmax = kmax + gel;
             }
             CHECK_OK(cab::cuda::LaunchCoarsenPair(qg, kg, side));
             CHECK_CUDA(cudaEventRecord(group_done[grp], side));
@@ -278,16 +339,35 @@ int main(int argc, char** argv) {
           }
           cab::cuda::PredictorInputs ig = in;
           ig.q_heads = ig.kv_heads = hg;
-          ig.q_rep = bf16_scores_only ? nullptr : qc + grp * gel;
-          ig.k_feature = bf16_scores_only ? nullptr : kc + grp * gel;
-          ig.q_rep_bf16 = qc16 + grp * gel;
-          ig.k_feature_bf16 = kc16 + grp * gel;
+          ig.q_rep = bf16_scores_only ? nullptr : qc + gel;
+          ig.k_feature = bf16_scores_only ? nullptr : kc + gel;
+          ig.q_rep_bf16 = qc16 + gel;
+          ig.k_feature_bf16 = kc16 + gel;
           if (with_bounds) {
-            ig.kmin = kmin + grp * gel;
-            ig.kmax = kmax + grp * gel;
+            ig.kmin = kmin + gel;
+            ig.kmax = kmax + gel;
           }
-          CHECK_OK(pred.Enqueue(ig, p, 0, M, false));
-          CHECK_CUDA(cudaEventRecord(group_predicted[grp], stream));
+          if (pred_what == "full" || pred_what == "graph") {
+            CHECK_OK(gpred.Enqueue(ig, p, 0, M, pred_what == "graph"));
+          } else if (pred_what == "scores") {
+            cab::cuda::ScoreArgs sa;
+            sa.batch = 1;
+            sa.q_heads = sa.kv_heads = hg;
+            sa.blocks = M;
+            sa.dim = dim;
+            sa.mode = cab::cuda::GemmMode::kBf16;
+            sa.q16 = qc16 + gel;
+            sa.k16 = kc16 + gel;
+            sa.bf16_ready = true;
+            CHECK_OK(group_scores.Reserve(static_cast<size_t>(hg) * M * M * sizeof(float)));
+            sa.scores = group_scores.as<float>();
+            CHECK_OK(cab::cuda::LaunchScores(gpred.cublas(), sa, gstream, &group_plan));
+          } else if (spin) {
+            SpinKernel<<<prop.multiProcessorCount, 32, 0, gstream>>>(
+                static_cast<long long>(std::atof(pred_what.c_str() + 5) * clock_khz / 1000.0), spin_sink);
+            CHECK_CUDA(cudaGetLastError());
+          }
+          CHECK_CUDA(cudaEventRecord(group_predicted[grp], gstream));
           if (persist_mib > 0 && it == 0 && grp == 0) {  // the score buffer exists now
             int most = 0;  // the device's largest set-aside (H100: 75% of L2)
             CHECK_CUDA(cudaDeviceGetAttribute(&most, cudaDevAttrMaxPersistingL2CacheSize, 0));
@@ -301,6 +381,9 @@ int main(int argc, char** argv) {
             attr.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
             CHECK_CUDA(cudaStreamSetAttribute(stream, cudaStreamAttributeAccessPolicyWindow, &attr));
           }
+        }
+        for (int grp = 0; grp < pipeline; ++grp) {  // join the other prediction streams
+          if (grp % pred_streams != 0) CHECK_CUDA(cudaStreamWaitEvent(stream, group_predicted[grp], 0));
         }
         if (one_launch) CHECK_CUDA(cudaMemsetAsync(group_counts, 0, pipeline * sizeof(uint32_t), stream));
         CHECK_CUDA(cudaEventRecord(e2, stream));
@@ -345,8 +428,8 @@ int main(int argc, char** argv) {
         coarsen.push_back(c);
         for (int s = 0; s < cab::cuda::kStageCount; ++s) stage[s].push_back((*ms)[s]);
       }
-      cab::BlockMask mask;
-      CHECK_OK(pred.DownloadMask(&mask));
+      cab::BlockMask mask;  // (--pred other than full leaves no mask)
+      if (pred_what == "full") CHECK_OK(pred.DownloadMask(&mask));
       const int64_t last = mask.row_offsets.size() >= 2 ? mask.row_offsets[M] - mask.row_offsets[M - 1] : 0;
       std::snprintf(line, sizeof(line), "| %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %lld |\n", n, block, M,
                     Median(total), Median(coarsen), Median(stage[0]), Median(stage[1]), Median(stage[2]),

@@ -377,6 +377,55 @@ TEST(CoarsenKernel, PartsAreCountedAndReleaseAWaitingStream) {
   ASSERT_EQ(cudaMemcpy(counts, done, sizeof(counts), cudaMemcpyDeviceToHost), cudaSuccess);
   for (int g = 0; g < kParts; ++g) EXPECT_EQ(counts[g], static_cast<uint32_t>(5 * M)) << "part " << g;
 
+  // Unequal parts (a pipeline that ends on small ones): 8 + 4 + 4 query heads, so 2 + 1 + 1 key
+  // heads; each part is released when its own blocks are counted.
+  {
+    ASSERT_EQ(cudaMemset(done, 0, kParts * sizeof(uint32_t)), cudaSuccess);
+    DeviceOutputs qu(qs, q, false, false), ku(ks, k, false, false);
+    qu.args.work_counter = counter;
+    qu.args.groups = 3;
+    qu.args.group_done = done;
+    const int rows[3] = {8, 4, 4};
+    for (int g = 0; g < 3; ++g) qu.args.part_rows[g] = rows[g];
+    ASSERT_TRUE(cab::cuda::LaunchCoarsenPair(qu.args, ku.args, producer).ok());
+    std::vector<uint16_t> part_q(qu.elems), part_k(ku.elems);
+    const size_t per_head_q = qu.elems / 16, per_head_k = ku.elems / 4;
+    int q0 = 0;
+    for (int g = 0; g < 3; ++g) {
+      const int nq = rows[g], nk = rows[g] / 4, k0 = q0 / 4;
+      ASSERT_TRUE(cab::cuda::EnqueueWaitAtLeast(consumer, done + g, static_cast<uint32_t>((nq + nk) * M)).ok());
+      ASSERT_EQ(cudaMemcpyAsync(part_q.data() + q0 * per_head_q, qu.args.maxl2_bf16 + q0 * per_head_q,
+                                nq * per_head_q * 2, cudaMemcpyDeviceToHost, consumer), cudaSuccess);
+      ASSERT_EQ(cudaMemcpyAsync(part_k.data() + k0 * per_head_k, ku.args.maxl2_bf16 + k0 * per_head_k,
+                                nk * per_head_k * 2, cudaMemcpyDeviceToHost, consumer), cudaSuccess);
+      q0 += nq;
+    }
+    ASSERT_EQ(cudaStreamSynchronize(consumer), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(producer), cudaSuccess);
+    std::vector<unsigned char> bytes_q(part_q.size() * 2), bytes_k(part_k.size() * 2);
+    std::memcpy(bytes_q.data(), part_q.data(), bytes_q.size());
+    std::memcpy(bytes_k.data(), part_k.data(), bytes_k.size());
+    EXPECT_TRUE(bytes_q == want_q[1]);
+    EXPECT_TRUE(bytes_k == want_k[1]);
+    uint32_t unequal[3] = {};
+    ASSERT_EQ(cudaMemcpy(unequal, done, sizeof(unequal), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(unequal[0], static_cast<uint32_t>(10 * M));
+    EXPECT_EQ(unequal[1], static_cast<uint32_t>(5 * M));
+    EXPECT_EQ(unequal[2], static_cast<uint32_t>(5 * M));
+    // Refused: a part that would split a key head (6 query heads = 1.5 key heads), and sizes that
+    // do not add up to the rows.
+    DeviceOutputs qb(qs, q, false, false), kb(ks, k, false, false);
+    qb.args.work_counter = counter;
+    qb.args.group_done = done;
+    qb.args.groups = 2;
+    qb.args.part_rows[0] = 6;
+    qb.args.part_rows[1] = 10;
+    EXPECT_EQ(cab::cuda::LaunchCoarsenPair(qb.args, kb.args, producer).code(), absl::StatusCode::kInvalidArgument);
+    qb.args.part_rows[0] = 8;
+    qb.args.part_rows[1] = 4;
+    EXPECT_EQ(cab::cuda::LaunchCoarsenPair(qb.args, kb.args, producer).code(), absl::StatusCode::kInvalidArgument);
+  }
+
   // Parts the launch cannot honour are refused before anything runs: rows not divisible, no work
   // counter, and a shape only the non-streaming kernel takes (12 lanes of floats).
   DeviceOutputs q3(qs, q, false, false), k3(ks, k, false, false);

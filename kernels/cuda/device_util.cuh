@@ -103,10 +103,16 @@ __device__ __forceinline__ void BitonicSort(uint64_t* keys, int n) {
   __syncthreads();
 }
 
+// The smallest power of two >= n (1 for n <= 1). On the device a count-leading-zeros: the loop it
+// replaced was 4% of the top-list kernel's instructions (ncu, run 68).
 __host__ __device__ inline int NextPow2(int n) {
+#ifdef __CUDA_ARCH__
+  return n <= 1 ? 1 : 1 << (32 - __clz(n - 1));
+#else
   int p = 1;
   while (p < n) p <<= 1;
   return p;
+#endif
 }
 
 }  // namespace cab::cuda

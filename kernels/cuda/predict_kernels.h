@@ -55,7 +55,8 @@ struct GraphBuffers {
 // Upper bound of the per-row top-list length the policy needs (the top_stride to allocate).
 int TopCapacity(const DeviceMaskParams& p, int blocks);
 
-// Fused row pass over S: softmax statistics and the top list of every row of every head. With
+// Fused row pass over S: softmax statistics and the top list of every row of every head (the
+// softmax sum, row_inv, only where graph_only or SelectReadsScores; otherwise row_inv is NaN). With
 // set_edges, a kernel that can also sets each row's graph edges in g.adj (zeroed before, see
 // LaunchClearGraph) and says so in *edges_set; otherwise LaunchGraph must set them.
 absl::Status LaunchTopLists(const GraphBuffers& g, const DeviceMaskParams& p, bool graph_only, bool set_edges,
@@ -67,6 +68,9 @@ absl::Status LaunchClearGraph(const GraphBuffers& g, cudaStream_t stream);
 absl::Status LaunchGraph(const GraphBuffers& g, const DeviceMaskParams& p, bool edges, bool degrees, cudaStream_t stream);
 // Whether LaunchSelect counts degrees itself for M = blocks (g.degree is then not read).
 bool SelectCountsDegrees(const DeviceMaskParams& p, int blocks);
+// Whether LaunchSelect reads S or the softmax statistics (direct-redundancy curvature, the
+// CTA-per-row selection); where it does not, the top lists need not sum the softmax.
+bool SelectReadsScores(const DeviceMaskParams& p);
 // Per answered row: curvature on the row's edges and the policy's selection, as bitsets.
 absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int row_begin, int rows,
                           uint32_t* keep, cudaStream_t stream);

@@ -278,6 +278,10 @@ absl::Status LaunchDenseCurvature(const GraphBuffers& g, const DeviceMaskParams&
   return absl::OkStatus();
 }
 
+bool SelectReadsScores(const DeviceMaskParams& p) {
+  return !WarpSelectApplies(p) || p.curvature == static_cast<int>(CurvatureKind::kDirectRedundancy);
+}
+
 absl::Status LaunchSelect(const GraphBuffers& g, const DeviceMaskParams& p, int row_begin, int rows, uint32_t* keep,
                           cudaStream_t stream) {
   if (WarpSelectApplies(p)) return LaunchWarpSelect(g, p, row_begin, rows, keep, stream);

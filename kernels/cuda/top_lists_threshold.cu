@@ -52,6 +52,48 @@ __device__ __forceinline__ uint64_t SortKey(uint64_t candidate) {
   return (static_cast<uint64_t>(~key) << 32) | (candidate & 0xffffffffu);
 }
 
+// The n <= 32 R candidates sorted into (S desc, j asc) order in place by a bitonic network in
+// registers: lane l holds elements l + 32 r, exchanged by shuffles (strides < 32) or within the
+// lane (strides >= 32); every loop unrolls, so no register is indexed at run time. For the lists
+// of M <= 2048 blocks (R <= 4) this replaced the shared-memory network below, whose loads, stores
+// and __syncwarp per stage were ~30% of the kernel's instructions (ncu, run 68).
+template <int R>
+__device__ __forceinline__ void WarpSortCandidatesInRegisters(uint64_t* cand, int n) {
+  const int lane = threadIdx.x % 32;
+  uint64_t x[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) x[r] = 32 * r + lane < n ? SortKey(cand[32 * r + lane]) : ~0ull;
+#pragma unroll
+  for (int size = 2; size <= 32 * R; size <<= 1) {
+#pragma unroll
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const bool ascending = ((32 * r + lane) & size) == 0;
+        if (stride >= 32) {  // partner r + stride / 32 in this lane; the lower index orders the pair
+          const int q = r + stride / 32;
+          if ((r & (stride / 32)) == 0) {
+            const uint64_t a = x[r], b = x[q];
+            const bool swap = (a > b) == ascending;
+            x[r] = swap ? b : a;
+            x[q] = swap ? a : b;
+          }
+        } else {
+          const uint32_t lo = __shfl_xor_sync(kFull, static_cast<uint32_t>(x[r]), stride);
+          const uint32_t hi = __shfl_xor_sync(kFull, static_cast<uint32_t>(x[r] >> 32), stride);
+          const uint64_t other = (static_cast<uint64_t>(hi) << 32) | lo;
+          const bool keep_min = ((lane & stride) == 0) == ascending;
+          x[r] = (x[r] < other) == keep_min ? x[r] : other;
+        }
+      }
+    }
+  }
+  __syncwarp();  // every lane has read its inputs before any is overwritten
+#pragma unroll
+  for (int r = 0; r < R; ++r) cand[32 * r + lane] = x[r];
+  __syncwarp();
+}
+
 // Sorts the n candidates (n <= cap, a power of two) into (S desc, j asc) order in place, by a
 // warp-wide bitonic network in shared memory: O(n log^2 n) work and no registers held, where
 // ranking every candidate against every other (the first version) cost n^2 / 32 compares per lane
@@ -136,9 +178,10 @@ __device__ __forceinline__ int PruneCandidates(uint64_t* cand, int n, int K, int
   return out;
 }
 
-// One row, by one warp, with G groups per lane (32 G >= 2 K for short lists; see the kernel) and
-// W scores per load; edge_r >= 0: also the row's graph edges (SetRowEdges).
-template <int G, int W>
+// One row, by one warp, with G groups per lane and W scores per load (the sample of step 2 holds
+// >= K scores; see the kernel); edge_r >= 0: also the row's graph edges (SetRowEdges). kSum: the
+// softmax sum (row_inv), else row_inv = NaN (nothing reads it, see SelectReadsScores).
+template <int G, int W, bool kSum>
 __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row, int L, int K, uint64_t* cand,
                                              int cap, int edge_r) {
   const int lane = threadIdx.x % 32;
@@ -183,9 +226,9 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
   }
   for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, off));
 
-  // 2. The sample holds >= K scores: with gs = 1 it is every unit's maximum (32 G of them, or the
-  // whole row where W = 1; the kernel takes W = 4 only where L >= 4 * 32 G); with gs >= 2 every
-  // lane has >= G / 2 groups, and 16 G >= K (G = 16 for K > 128). 16 key bits (sign, exponent and
+  // 2. The sample holds >= K scores: with gs = 1 it is every unit's maximum (the whole row where
+  // W = 1; ceil(L / 4) >= 2 K of them where the kernel takes W = 4); with gs >= 2 every lane has
+  // >= G / 2 groups, and 16 G >= K (G = 16 for K > 128). 16 key bits (sign, exponent and
   // 7 mantissa bits) place T within 1% of the K-th group maximum: good enough to cut, half the steps.
   const uint32_t threshold = KthLargestKey(K, 16, [&](uint32_t t) {
     unsigned n = 0;
@@ -215,7 +258,7 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
 #pragma unroll
       for (int e = 0; e < W; ++e) {
         const int j = W * (base + 32 * u + lane) + e;
-        sum += exp2f(fmaf(v[u][e], kLog2e, -mx_log2));
+        if constexpr (kSum) sum += exp2f(fmaf(v[u][e], kLog2e, -mx_log2));
         const bool take = v[u][e] >= t_float;  // false past L: v = -inf < t_float
         const unsigned m = __ballot_sync(kFull, take);
         const int at = slot + __popc(m & lower);
@@ -224,10 +267,12 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
       }
     }
   }
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(kFull, sum, off);
+  if constexpr (kSum) {
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(kFull, sum, off);
+  }
   if (lane == 0) {
     g.row_max[row] = mx;
-    g.row_inv[row] = 1.f / sum;
+    g.row_inv[row] = kSum ? 1.f / sum : __int_as_float(0x7fc00000);
   }
   const float* s = units.s;
 
@@ -259,7 +304,15 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
 
   // 4. The first K candidates in (S desc, j asc) order.
   slot = PruneCandidates(cand, slot, K, cap);
-  WarpSortCandidates(cand, slot);
+  if (slot <= 32) {
+    WarpSortCandidatesInRegisters<1>(cand, slot);
+  } else if (slot <= 64) {
+    WarpSortCandidatesInRegisters<2>(cand, slot);
+  } else if (slot <= 128) {
+    WarpSortCandidatesInRegisters<4>(cand, slot);
+  } else {
+    WarpSortCandidates(cand, slot);
+  }
   int32_t* out = g.top + row * g.top_stride;
   for (int i = lane; i < K; i += 32) out[i] = static_cast<int32_t>(cand[i] & 0xffffffffu);
   if (lane == 0) g.top_count[row] = K;
@@ -276,7 +329,8 @@ constexpr int kWarps = 8;  // rows per CTA
 // G sets the kernel's registers (and so its occupancy).
 template <int G, int kMinBlocks>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) ThresholdTopListKernel(GraphBuffers g, DeviceMaskParams p,
-                                                                     bool graph_only, bool set_edges, int cap) {
+                                                                     bool graph_only, bool set_edges, int cap,
+                                                                     bool softmax_sum) {
   extern __shared__ uint64_t smem64[];
   const int warp = threadIdx.x / 32;
   uint64_t* cand = smem64 + static_cast<size_t>(warp) * cap;
@@ -285,11 +339,16 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) ThresholdTopListKerne
   const int64_t row = static_cast<int64_t>(blockIdx.y) * M + i;
   const int L = CandidateCount(p, M, i);
   const int K = RowTopCount(p, M, i, graph_only);
-  // 16-byte loads where rows are aligned and long enough that every group holds a unit (see step 2).
-  if (M % 4 == 0 && L >= 4 * 32 * G) {
-    ThresholdRow<G, 4>(g, row, L, K, cand, cap, set_edges ? p.degree : -1);
+  // 16-byte loads where rows are aligned and hold >= 2 K units of 4 (step 2's sample: every unit's
+  // maximum, or >= 16 G group maxima), so that the threshold still leaves few candidates.
+  const int edge_r = set_edges ? p.degree : -1;
+  const bool vec = M % 4 == 0 && (L + 3) / 4 >= 2 * K;
+  if (softmax_sum) {
+    if (vec) ThresholdRow<G, 4, true>(g, row, L, K, cand, cap, edge_r);
+    else ThresholdRow<G, 1, true>(g, row, L, K, cand, cap, edge_r);
   } else {
-    ThresholdRow<G, 1>(g, row, L, K, cand, cap, set_edges ? p.degree : -1);
+    if (vec) ThresholdRow<G, 4, false>(g, row, L, K, cand, cap, edge_r);
+    else ThresholdRow<G, 1, false>(g, row, L, K, cand, cap, edge_r);
   }
 
 }
@@ -303,7 +362,8 @@ absl::Status Launch(const GraphBuffers& g, const DeviceMaskParams& p, bool graph
                                          static_cast<int>(smem)));
   }
   dim3 grid((g.blocks + kWarps - 1) / kWarps, g.heads);
-  ThresholdTopListKernel<G, kMinBlocks><<<grid, kWarps * 32, smem, stream>>>(g, p, graph_only, set_edges, cap);
+  const bool softmax_sum = graph_only || SelectReadsScores(p);
+  ThresholdTopListKernel<G, kMinBlocks><<<grid, kWarps * 32, smem, stream>>>(g, p, graph_only, set_edges, cap, softmax_sum);
   CAB_CUDA_LAUNCHED("top lists (sampled threshold)");
   return absl::OkStatus();
 }

@@ -19,20 +19,31 @@ constexpr int kWarps = 8;  // rows per CTA
 constexpr unsigned kFull = 0xffffffffu;
 constexpr int kMaxEdges = 32;
 
-// 8 lanes per edge for the triangle counts from W = 64 words (see EdgeTriangles).
-bool EightLanesPerEdge(int words) { return words >= 64; }
+// Lanes per edge for the triangle counts (see EdgeTriangles): 4 from W = 64 words, else 1. H100,
+// 32 heads, selection ms with 1 / 4 / 8 lanes (run 70): M = 2048 0.192 / 0.134 / 0.169; M = 1024
+// 0.064 / 0.061 / 0.069 (plus a 0.007 degree pass for 4 and 8, which count no degrees); M = 512
+// 0.026 / 0.029 / 0.036. CAB_CUDA_SELECT_LANES=1|4|8 forces one (for benchmarks comparing them).
+int LanesPerEdge(int words) {
+  static const int forced = [] {
+    const char* e = std::getenv("CAB_CUDA_SELECT_LANES");
+    const int v = e ? std::atoi(e) : 0;
+    return v == 1 || v == 4 || v == 8 ? v : 0;
+  }();
+  if (forced) return forced;
+  return words >= 64 ? 4 : 1;
+}
 
 // Whether the kernel counts degrees from the bitsets it reads (no degree pass over the graph): with a
 // lane per edge (W < 64 words) it costs nothing measurable (H100, M = 1024: 0.064 ms either way); with
-// 8 lanes per edge the extra popcounts and shuffles cost more than the pass (select 0.187 vs 0.168
-// ms at M = 2048, where the pass takes 0.015).
+// several lanes per edge the extra popcounts and shuffles cost more than the pass (8 lanes: select
+// 0.187 vs 0.168 ms at M = 2048, where the pass takes 0.015).
 template <int kLanes>
 constexpr bool kCountsDegrees = kLanes == 1;
 
 // Triangle counts of the row's edges: t = popcount(row i AND row j), kLanes lanes per edge. With
-// 8 lanes, one load instruction reads four neighbour rows in 128-byte pieces, where a lane per edge
+// 4 lanes, one load instruction reads eight neighbour rows in 64-byte pieces, where a lane per edge
 // touches 32 cache lines per instruction (ncu: the kernel was bound by L1 traffic at M = 2048); for
-// short rows (W < 64 words) 8 lanes would mostly idle, so a lane takes a whole edge. Returns edge
+// short rows (W < 64 words) the lanes would mostly idle, so a lane takes a whole edge. Returns edge
 // `lane`'s count on lane `lane` (< e) in .x, and with kCountsDegrees in .y that edge's other end's
 // degree (the popcount of the row it reads anyway).
 template <int kLanes>
@@ -71,7 +82,7 @@ __device__ __forceinline__ int2 EdgeTriangles(const uint32_t* mine, const uint32
       mine_degree = d;
     } else {
       const int from = __shfl_sync(kFull, t, (lane % kGroups) * kLanes);  // edge base + lane % kGroups
-      if (lane / kGroups == base / kGroups) mine_count = from;  // 8 lanes: degrees come from the pass
+      if (lane / kGroups == base / kGroups) mine_count = from;  // several lanes: degrees come from the pass
     }
   }
   return make_int2(mine_count, mine_degree);
@@ -188,7 +199,7 @@ bool WarpSelectEnabled() {
 }  // namespace
 
 bool SelectCountsDegrees(const DeviceMaskParams& p, int blocks) {
-  return WarpSelectApplies(p) && !EightLanesPerEdge((blocks + 31) / 32);
+  return WarpSelectApplies(p) && LanesPerEdge((blocks + 31) / 32) == 1;
 }
 
 bool WarpSelectApplies(const DeviceMaskParams& p) {
@@ -202,16 +213,18 @@ absl::Status LaunchWarpSelect(const GraphBuffers& g, const DeviceMaskParams& p, 
                               uint32_t* keep, cudaStream_t stream) {
   const int W = g.words();
   const size_t smem = static_cast<size_t>(kWarps) * (((2 * W + kMaxEdges) + 3) & ~3) * sizeof(uint32_t);
-  // H100, 32 heads: 8 lanes per edge 0.166 vs 0.194 ms at W = 64 (M = 2048), but slower below
-  // (0.036 vs 0.025 ms at M = 512).
-  const bool wide = EightLanesPerEdge(W);
-  const void* kernel = wide ? reinterpret_cast<const void*>(WarpSelectKernel<8>) : reinterpret_cast<const void*>(WarpSelectKernel<1>);
+  const int lanes = LanesPerEdge(W);
+  const void* kernel = lanes == 8   ? reinterpret_cast<const void*>(WarpSelectKernel<8>)
+                       : lanes == 4 ? reinterpret_cast<const void*>(WarpSelectKernel<4>)
+                                    : reinterpret_cast<const void*>(WarpSelectKernel<1>);
   if (smem > 48 * 1024) {
     CAB_CUDA_RETURN(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
   dim3 grid((rows + kWarps - 1) / kWarps, g.heads);
-  if (wide) {
+  if (lanes == 8) {
     WarpSelectKernel<8><<<grid, kWarps * 32, smem, stream>>>(g, p, row_begin, rows, keep);
+  } else if (lanes == 4) {
+    WarpSelectKernel<4><<<grid, kWarps * 32, smem, stream>>>(g, p, row_begin, rows, keep);
   } else {
     WarpSelectKernel<1><<<grid, kWarps * 32, smem, stream>>>(g, p, row_begin, rows, keep);
   }

@@ -27,12 +27,12 @@
 // --pred=WHAT (with --pipeline; a diagnostic of what slows the overlapped coarsening): what each
 // group's prediction does: full (default), graph (no selection), scores (the score GEMM only),
 // spin:US (a kernel on every SM that only counts clock cycles for US microseconds: no memory
-// traffic) or none (nothing: the coarsening in parts alone).
+// traffic), none (nothing: the coarsening in parts alone) or nowait (nor the waits on the parts).
 //
 //   cab-bench-gpu [--n=4096,16384,65536,131072] [--blocks=64,128] [--heads=32] [--dim=128]
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
 //                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest] [--persist_mib=0]
-//                 [--head_groups=A,B,...] [--pred_streams=1] [--pred=full|graph|scores|spin:US|none]
+//                 [--head_groups=A,B,...] [--pred_streams=1] [--pred=full|graph|scores|spin:US|none|nowait]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -161,8 +161,8 @@ int main(int argc, char** argv) {
     pipeline = static_cast<int>(head_groups.size());
   }
   const bool spin = pred_what.rfind("spin:", 0) == 0;
-  if (pred_what != "full" && pred_what != "graph" && pred_what != "scores" && pred_what != "none" && !spin) {
-    std::fprintf(stderr, "--pred=%s: expected full, graph, scores, spin:US or none\n", pred_what.c_str());
+  if (pred_what != "full" && pred_what != "graph" && pred_what != "scores" && pred_what != "none" && pred_what != "nowait" && !spin) {
+    std::fprintf(stderr, "--pred=%s: expected full, graph, scores, spin:US, none or nowait\n", pred_what.c_str());
     return 2;
   }
   const bool with_bounds = k_bounds == "on" || (k_bounds == "auto" && *parsed_policy == cab::MaskPolicy::kQuest);
@@ -318,7 +318,9 @@ int main(int argc, char** argv) {
           const cudaStream_t gstream = grp % pred_streams == 0 ? stream : gpred.stream();
           const size_t gel = static_cast<size_t>(h0) * M * dim, gx = static_cast<size_t>(h0) * n * dim;
           if (one_launch) {
-            CHECK_OK(cab::cuda::EnqueueWaitAtLeast(gstream, group_counts + grp, static_cast<uint32_t>(2 * hg * M)));
+            if (pred_what != "nowait") {
+              CHECK_OK(cab::cuda::EnqueueWaitAtLeast(gstream, group_counts + grp, static_cast<uint32_t>(2 * hg * M)));
+            }
             CHECK_CUDA(cudaEventRecord(group_done[grp], gstream));
           } else {
             cab::cuda::CoarsenArgs qg = qa, kg = ka;
@@ -385,7 +387,10 @@ int main(int argc, char** argv) {
         for (int grp = 0; grp < pipeline; ++grp) {  // join the other prediction streams
           if (grp % pred_streams != 0) CHECK_CUDA(cudaStreamWaitEvent(stream, group_predicted[grp], 0));
         }
-        if (one_launch) CHECK_CUDA(cudaMemsetAsync(group_counts, 0, pipeline * sizeof(uint32_t), stream));
+        if (one_launch) {  // (the waits already ordered this after the coarsening, except with nowait)
+          CHECK_CUDA(cudaStreamWaitEvent(stream, e1, 0));
+          CHECK_CUDA(cudaMemsetAsync(group_counts, 0, pipeline * sizeof(uint32_t), stream));
+        }
         CHECK_CUDA(cudaEventRecord(e2, stream));
         CHECK_CUDA(cudaEventSynchronize(e2));
         float t = 0;

@@ -1,5 +1,6 @@
-// Small device helpers shared by the predictor kernels: sortable keys, 128-thread block reductions
-// and scans, a shared-memory bitonic sort, and the row budget (bit-identical to cab::RowBudget).
+// Small device helpers shared by the predictor kernels: sortable keys, a warp bitonic sort in
+// registers, 128-thread block reductions and scans, a shared-memory bitonic sort, and the row
+// budget (bit-identical to cab::RowBudget).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,6 +20,39 @@ __device__ __forceinline__ uint32_t OrderKey(float v) {
   if (v != v) v = -__int_as_float(0x7f800000);
   uint32_t u = __float_as_uint(v);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Sorts the warp's 32 R keys ascending: lane l holds elements l + 32 r, a bitonic network with
+// shuffles for strides < 32 and swaps inside the lane for larger ones; every loop unrolls, so no
+// register is indexed at run time. All 32 lanes must call it.
+template <int R>
+__device__ __forceinline__ void WarpBitonicSort(uint64_t (&x)[R]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int size = 2; size <= 32 * R; size <<= 1) {
+#pragma unroll
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const bool ascending = ((32 * r + lane) & size) == 0;
+        if (stride >= 32) {  // partner r + stride / 32 in this lane; the lower index orders the pair
+          const int q = r + stride / 32;
+          if ((r & (stride / 32)) == 0) {
+            const uint64_t a = x[r], b = x[q];
+            const bool swap = (a > b) == ascending;
+            x[r] = swap ? b : a;
+            x[q] = swap ? a : b;
+          }
+        } else {
+          const uint32_t lo = __shfl_xor_sync(0xffffffffu, static_cast<uint32_t>(x[r]), stride);
+          const uint32_t hi = __shfl_xor_sync(0xffffffffu, static_cast<uint32_t>(x[r] >> 32), stride);
+          const uint64_t other = (static_cast<uint64_t>(hi) << 32) | lo;
+          const bool keep_min = ((lane & stride) == 0) == ascending;
+          x[r] = (x[r] < other) == keep_min ? x[r] : other;
+        }
+      }
+    }
+  }
 }
 
 // Inverse of OrderKey for keys of finite values.

@@ -52,42 +52,17 @@ __device__ __forceinline__ uint64_t SortKey(uint64_t candidate) {
   return (static_cast<uint64_t>(~key) << 32) | (candidate & 0xffffffffu);
 }
 
-// The n <= 32 R candidates sorted into (S desc, j asc) order in place by a bitonic network in
-// registers: lane l holds elements l + 32 r, exchanged by shuffles (strides < 32) or within the
-// lane (strides >= 32); every loop unrolls, so no register is indexed at run time. For the lists
-// of M <= 2048 blocks (R <= 4) this replaced the shared-memory network below, whose loads, stores
-// and __syncwarp per stage were ~30% of the kernel's instructions (ncu, run 68).
+// The n <= 32 R candidates sorted into (S desc, j asc) order in place by WarpBitonicSort (in
+// registers). For the lists of M <= 2048 blocks (R <= 4) this replaced the shared-memory network
+// below, whose loads, stores and __syncwarp per stage were ~30% of the kernel's instructions (ncu,
+// run 68).
 template <int R>
 __device__ __forceinline__ void WarpSortCandidatesInRegisters(uint64_t* cand, int n) {
   const int lane = threadIdx.x % 32;
   uint64_t x[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) x[r] = 32 * r + lane < n ? SortKey(cand[32 * r + lane]) : ~0ull;
-#pragma unroll
-  for (int size = 2; size <= 32 * R; size <<= 1) {
-#pragma unroll
-    for (int stride = size / 2; stride > 0; stride >>= 1) {
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const bool ascending = ((32 * r + lane) & size) == 0;
-        if (stride >= 32) {  // partner r + stride / 32 in this lane; the lower index orders the pair
-          const int q = r + stride / 32;
-          if ((r & (stride / 32)) == 0) {
-            const uint64_t a = x[r], b = x[q];
-            const bool swap = (a > b) == ascending;
-            x[r] = swap ? b : a;
-            x[q] = swap ? a : b;
-          }
-        } else {
-          const uint32_t lo = __shfl_xor_sync(kFull, static_cast<uint32_t>(x[r]), stride);
-          const uint32_t hi = __shfl_xor_sync(kFull, static_cast<uint32_t>(x[r] >> 32), stride);
-          const uint64_t other = (static_cast<uint64_t>(hi) << 32) | lo;
-          const bool keep_min = ((lane & stride) == 0) == ascending;
-          x[r] = (x[r] < other) == keep_min ? x[r] : other;
-        }
-      }
-    }
-  }
+  WarpBitonicSort<R>(x);
   __syncwarp();  // every lane has read its inputs before any is overwritten
 #pragma unroll
   for (int r = 0; r < R; ++r) cand[32 * r + lane] = x[r];

@@ -1,6 +1,7 @@
 // Top lists by a sampled threshold: the default row pass over S (SPEC 2), one warp per row, no
-// shared-memory atomics. Same outputs as TopListKernel (top_lists.cu): row max, 1 / sum exp, and the
-// row's K strongest blocks ordered by (S desc, j asc).
+// shared-memory atomics. Same outputs as TopListKernel (top_lists.cu): row max, 1 / sum exp (NaN
+// where nothing reads it: SelectReadsScores), and the row's K strongest blocks ordered by (S desc,
+// j asc).
 //
 // Why: the radix-select kernels spent most of their time in shared atomics that all land in one
 // bin (a row's scores share their exponent byte), four passes a row (0.50 ms at M = 2048, 32 heads,
@@ -203,8 +204,9 @@ __device__ __forceinline__ void ThresholdRow(const GraphBuffers& g, int64_t row,
 
   // 2. The sample holds >= K scores: with gs = 1 it is every unit's maximum (the whole row where
   // W = 1; ceil(L / 4) >= 2 K of them where the kernel takes W = 4); with gs >= 2 every lane has
-  // >= G / 2 groups, and 16 G >= K (G = 4 only for K <= 64, 16 for K > 128). 16 key bits (sign, exponent and
-  // 7 mantissa bits) place T within 1% of the K-th group maximum: good enough to cut, half the steps.
+  // >= G / 2 groups, and 16 G >= K (G = 4 only for K <= 64, 16 for K > 128). 16 key bits (sign,
+  // exponent and 7 mantissa bits) place T within 1% of the K-th group maximum: good enough to cut,
+  // half the steps.
   const uint32_t threshold = KthLargestKey(K, 16, [&](uint32_t t) {
     unsigned n = 0;
 #pragma unroll

@@ -53,6 +53,24 @@ start_server() {
   sed -n 's/.*grpc=\([0-9]*\).*/\1/p' "$portfile"
 }
 
+# One `cab-client bench --json` line as a short one for the summary (the whole line goes to
+# $OUT/e2e.jsonl): median latency, throughput, server time and its kernel part.
+brief() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      '{'*)
+        echo "$line" >>"$OUT/e2e.jsonl"
+        local f
+        for f in p50_seconds throughput_per_second server_total_seconds kernel_seconds; do
+          printf '%s=%s ' "$f" "$(echo "$line" | grep -o "\"$f\":[0-9.e+-]*" | cut -d: -f2)"
+        done
+        echo ;;
+      *) echo "$line" ;;
+    esac
+  done
+}
+
 remote() {
   : "${OUT:?OUT must be set (the device tool sets it)}"
   [ -d "$BUNDLE" ] || tar -xJf "$BUNDLE_GZ/bundle.tar.xz"
@@ -129,7 +147,7 @@ remote() {
         [ "$n" = 131072 ] && [ -z "$reps" ] && continue  # 2 GiB of raw Q/K exceeds one gRPC message
         echo "e2e bench cuda N=$n $reps:" | tee -a "$summary"
         timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=5 --warmup=1 --seq_len=$n --heads=32 \
-          --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 $reps --json 2>&1 | tail -3 | tee -a "$summary"
+          --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 $reps --json 2>&1 | tail -3 | brief | tee -a "$summary"
       done
     done
     # start_server runs in a command substitution, so its servers are not this shell's jobs.
@@ -146,13 +164,16 @@ remote() {
         echo "overlap=$overlap N=$n:" | tee -a "$summary"
         timeout 120 "$client" bench --server=127.0.0.1:"$gpu_port" --requests=48 --warmup=8 --concurrency=8 --seq_len=$n \
           --heads=32 --head_dim=128 --dtype=bf16 --block_size=64 --sparsity=0.95 --representatives --precomputed --json 2>&1 |
-          tail -1 | tee -a "$summary"
+          tail -1 | brief | tee -a "$summary"
       done
       pkill -f "$BUNDLE/bin/cab-server" 2>/dev/null
       sleep 1
     done
     unset CAB_CUDA_OVERLAP
   fi
+  # The device tool brings back only a few files: the logs travel as one archive.
+  (cd "$OUT" && shopt -s nullglob && logs=(*.log *.err) && [ ${#logs[@]} -gt 0 ] &&
+    tar -czf logs.tar.gz -- "${logs[@]}" && rm -f -- "${logs[@]}")
 }
 
 case "${1:-}" in

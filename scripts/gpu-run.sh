@@ -20,7 +20,7 @@ prepare() {
   set -e
   cmake -S . -B "$BUILD" -G Ninja >/dev/null
   ninja -C "$BUILD" -j2 cab_cuda_backend cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test \
-    cuda_representatives_test cuda_coarsen_kernel_test cuda_scores_plan_test cab-bench-gpu cab-bench-evict
+    cuda_representatives_test cuda_coarsen_kernel_test cuda_scores_plan_test cuda_fused_scores_test cuda_pipeline_test cab-bench-gpu cab-bench-evict
   local extra=()
   for t in cab-server cab-client; do
     if ninja -C "$BUILD" -j2 "$t"; then extra+=("$BUILD/bin/$t"); else echo "warning: $t did not build; end-to-end part skipped"; fi
@@ -29,7 +29,7 @@ prepare() {
   local bins=("$BUILD/bin/cab-bench-gpu" "$BUILD/bin/cab-bench-evict" "$BUILD/tests/cuda/cuda_backend_test"
               "$BUILD/tests/cuda/cuda_evict_test" "$BUILD/tests/cuda/cuda_batch_test" "$BUILD/tests/cuda/cuda_placement_test"
               "$BUILD/tests/cuda/cuda_representatives_test" "$BUILD/tests/cuda/cuda_coarsen_kernel_test"
-              "$BUILD/tests/cuda/cuda_scores_plan_test")
+              "$BUILD/tests/cuda/cuda_scores_plan_test" "$BUILD/tests/cuda/cuda_fused_scores_test" "$BUILD/tests/cuda/cuda_pipeline_test")
   ../shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}" \
     2>/dev/null || /work/shared/tools/gpu-bundle.sh "$BUNDLE" "${bins[@]}" "${extra[@]}"
   cp -L "$BUILD/bin/libcab_cuda_backend.so" "$BUNDLE/lib/"
@@ -81,7 +81,7 @@ remote() {
   { echo "# GPU run $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; } | tee "$summary"
 
   for t in cuda_backend_test cuda_evict_test cuda_batch_test cuda_placement_test cuda_representatives_test \
-           cuda_coarsen_kernel_test cuda_scores_plan_test; do
+           cuda_coarsen_kernel_test cuda_scores_plan_test cuda_fused_scores_test cuda_pipeline_test; do
     echo "## cross-backend test $t" | tee -a "$summary"
     timeout 150 "$BUNDLE/bin/$t" >"$OUT/$t.log" 2>&1
     echo "exit $?" | tee -a "$summary"
@@ -107,8 +107,10 @@ remote() {
   timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=30 --k_bounds=on 2>&1 | tee -a "$summary"
   echo "## default again (run-order check), 128k" | tee -a "$summary"
   timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=30 2>&1 | tee -a "$summary"
-  echo "## same, all of S in one GEMM (CAB_CUDA_FULL_SCORES=1), 64k and 128k" | tee -a "$summary"
-  CAB_CUDA_FULL_SCORES=1 timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=65536,131072 --blocks=64,128 --iters=20 2>&1 | tee -a "$summary"
+  echo "## same, S written by the GEMMs and read by the top lists (CAB_CUDA_FUSED_SCORES=0), 128k" | tee -a "$summary"
+  CAB_CUDA_FUSED_SCORES=0 timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=131072 --blocks=64,128 --iters=30 2>&1 | tee -a "$summary"
+  echo "## fused also where one CTA fills an SM's shared memory (CAB_CUDA_FUSED_MAX_SMEM=232448), 64k and 128k" | tee -a "$summary"
+  CAB_CUDA_FUSED_MAX_SMEM=232448 timeout 100 "$BUNDLE/bin/cab-bench-gpu" --n=65536,131072 --blocks=64,128 --iters=20 2>&1 | tee -a "$summary"
   }
   if [ -n "${BENCH_EXTRA:-}" ]; then
     timeout 120 "$BUNDLE/bin/cab-bench-gpu" $BENCH_EXTRA 2>&1 | tee -a "$summary"

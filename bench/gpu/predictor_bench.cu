@@ -8,7 +8,13 @@
 //
 // The key pass computes Quest's channel bounds only where the policy reads them (quest), as the
 // PyTorch peer does; --k_bounds=on times them anyway (a server session keeps them for every policy).
-// --pipeline=G (an experiment, timing only): heads in G groups, each group's coarsening on a second
+// The "pipelined ms" column: the same prediction by the plugin's PipelinedPredictor
+// (pipelined_predictor.h): the coarsening as one launch on --pipelined_sms SMs (default 64) that
+// counts each of --pipelined=G head groups (default 8; 0: column not run) as it finishes, each
+// group predicted as soon as it is coarsened; its mask is checked against the sequential run's
+// (the line after the table says whether every size gave the identical mask).
+//
+// --pipeline=G (an experiment, timing only; the predecessor of PipelinedPredictor): heads in G groups, each group's coarsening on a second
 // stream and its prediction on the predictor's stream after it, so that coarsening of group g + 1
 // can run beside the prediction of group g; --coarsen_ctas=C leaves room on each SM for that.
 // --claim=on makes the coarsening's warps claim blocks from a counter (CoarsenArgs::work_counter)
@@ -33,6 +39,7 @@
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
 //                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest] [--persist_mib=0]
 //                 [--head_groups=A,B,...] [--pred_streams=1] [--pred=full|graph|scores|spin:US|none|nowait]
+//                 [--pipelined=8] [--pipelined_sms=64]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -46,6 +53,7 @@
 #include "coarsen_kernel.h"
 #include "cuda_status.h"
 #include "device_predictor.h"
+#include "pipelined_predictor.h"
 #include "sm_partition.h"
 #include "stream_wait.h"
 
@@ -105,7 +113,7 @@ float Median(std::vector<float> v) {
 int main(int argc, char** argv) {
   std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128}, head_groups;
   int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0, persist_mib = 0,
-      pred_streams = 1;
+      pred_streams = 1, pipelined = 8, pipelined_sms = 64;
   std::string k_bounds = "auto", claim = "auto";
   bool one_launch = false, pred_rest = false;
   float sparsity = 0.95f;
@@ -137,6 +145,8 @@ int main(int argc, char** argv) {
     else if (const char* v = val("--pred=")) pred_what = v;
     else if (const char* v = val("--head_groups=")) head_groups = ParseList(v);
     else if (const char* v = val("--pred_streams=")) pred_streams = std::atoi(v);
+    else if (const char* v = val("--pipelined=")) pipelined = std::atoi(v);
+    else if (const char* v = val("--pipelined_sms=")) pipelined_sms = std::atoi(v);
     else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
   }
   cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
@@ -187,6 +197,18 @@ int main(int argc, char** argv) {
     CHECK_OK(made.status());
     more_preds.push_back(std::move(*made));
   }
+  // The pipelined column: with the default flags only (the experiment's flags time other orders),
+  // for policies whose scores come from the bf16 representatives.
+  std::unique_ptr<cab::cuda::PipelinedPredictor> piped;
+  if (pipelined > 0 && pipeline == 1 && green_sms == 0 && pred_what == "full" && bf16_scores_only) {
+    auto made = cab::cuda::PipelinedPredictor::Create(&pred, {pipelined, pipelined_sms});
+    if (made.ok()) {
+      piped = std::move(*made);
+    } else {
+      std::fprintf(stderr, "pipelined column not run: %s\n", made.status().ToString().c_str());
+    }
+  }
+  bool piped_masks_identical = true;
   cudaStream_t stream = pred.stream();  // (--pred_rest replaces it below)
   cudaEvent_t e0, e1, e2;
   CHECK_CUDA(cudaEventCreate(&e0));
@@ -231,8 +253,8 @@ int main(int argc, char** argv) {
   std::snprintf(line, sizeof(line),
                 "# cab-bench-gpu on %s: B=1, H=%d, D=%d, bf16, policy %s, sparsity %.2f, gemm %s, key bounds %s, "
                 "pipeline %d (coarsen CTAs/SM %d, claimed blocks %s), median of %d after %d warm-up\n\n"
-                "| N | block | M | total ms | coarsen Q+K ms | scores ms | top lists ms | graph ms | select ms | kept/row (last) |\n"
-                "|---|---|---|---|---|---|---|---|---|---|\n",
+                "| N | block | M | total ms | pipelined ms | coarsen Q+K ms | scores ms | top lists ms | graph ms | select ms | kept/row (last) |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|\n",
                 prop.name, heads, dim, policy.c_str(), sparsity, gemm.c_str(), with_bounds ? "on" : "off", pipeline,
                 coarsen_ctas, claim_blocks ? "on" : "off", iters, warmup);
   table += line;
@@ -436,9 +458,35 @@ int main(int argc, char** argv) {
       cab::BlockMask mask;  // (--pred other than full leaves no mask)
       if (pred_what == "full") CHECK_OK(pred.DownloadMask(&mask));
       const int64_t last = mask.row_offsets.size() >= 2 ? mask.row_offsets[M] - mask.row_offsets[M - 1] : 0;
-      std::snprintf(line, sizeof(line), "| %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %lld |\n", n, block, M,
-                    Median(total), Median(coarsen), Median(stage[0]), Median(stage[1]), Median(stage[2]),
-                    Median(stage[3]), static_cast<long long>(last));
+      std::vector<float> piped_total;
+      if (piped) {
+        for (int it = 0; it < warmup + iters; ++it) {
+          CHECK_OK(piped->Enqueue(qa, ka, in, p, 0, M));
+          CHECK_CUDA(cudaEventRecord(e2, stream));
+          CHECK_CUDA(cudaEventSynchronize(e2));
+          float t = 0;
+          CHECK_CUDA(cudaEventElapsedTime(&t, piped->started(), e2));
+          if (it >= warmup) piped_total.push_back(t);
+        }
+        float ce = 0;  // the last run's timeline
+        CHECK_CUDA(cudaEventElapsedTime(&ce, piped->started(), piped->coarsened()));
+        std::fprintf(stderr, "pipelined N=%d block %d, %d groups, coarsening on %d SMs: timeline (ms) coarsening ended %.3f, groups predicted:",
+                     n, block, piped->groups(), piped->coarsen_sms(), ce);
+        for (int grp = 0; grp < piped->groups(); ++grp) {
+          float d = 0;
+          CHECK_CUDA(cudaEventElapsedTime(&d, piped->started(), piped->predicted(grp)));
+          std::fprintf(stderr, " %.3f", d);
+        }
+        std::fprintf(stderr, "\n");
+        cab::BlockMask piped_mask;
+        CHECK_OK(pred.DownloadMask(&piped_mask));
+        const bool same = piped_mask.row_offsets == mask.row_offsets && piped_mask.col_indices == mask.col_indices;
+        piped_masks_identical = piped_masks_identical && same;
+        if (!same) std::fprintf(stderr, "pipelined N=%d block %d: mask differs from the sequential run's\n", n, block);
+      }
+      std::snprintf(line, sizeof(line), "| %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %lld |\n", n, block,
+                    M, Median(total), Median(piped_total), Median(coarsen), Median(stage[0]), Median(stage[1]),
+                    Median(stage[2]), Median(stage[3]), static_cast<long long>(last));
       table += line;
       std::printf("%s", line);
       std::fflush(stdout);
@@ -451,6 +499,12 @@ int main(int argc, char** argv) {
     }
     cudaFree(q);
     cudaFree(k);
+  }
+  if (piped) {
+    std::snprintf(line, sizeof(line), "\npipelined masks identical to the sequential order's at every size: %s\n",
+                  piped_masks_identical ? "yes" : "NO");
+    table += line;
+    std::printf("%s", line);
   }
   if (!out_path.empty()) {
     FILE* f = std::fopen(out_path.c_str(), "w");

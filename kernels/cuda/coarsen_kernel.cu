@@ -305,7 +305,9 @@ template <typename T, int VEC, int V>
 absl::Status LaunchStreaming(const CoarsenArgs& a, const CoarsenArgs* b, cudaStream_t stream) {
   if (Streaming().bulk) {
     bool launched = false;
-    CAB_RETURN_IF_ERROR((LaunchBulk<T, VEC, V>(a, b, Streaming().cfg, stream, &launched)));
+    BulkConfig cfg = Streaming().cfg;
+    cfg.evict_first = cfg.evict_first || a.evict_first;
+    CAB_RETURN_IF_ERROR((LaunchBulk<T, VEC, V>(a, b, cfg, stream, &launched)));
     if (launched) return absl::OkStatus();
   }
   if (a.group_done != nullptr) return PartsUnsupported();

@@ -51,6 +51,10 @@ struct CoarsenArgs {
   // proportion (each must come out whole). A pipeline ends on small parts so that the prediction
   // after the last one is short.
   static constexpr int kMaxParts = 32;
+  // The bulk-fed kernel's copies carry the L2 evict-first hint (as CAB_CUDA_COARSEN=bulk:...:e), so
+  // that a stream read once does not push out what kernels beside it keep in L2 (a pipeline's
+  // prediction). In a pair launch the first tensor's setting holds.
+  bool evict_first = false;
   int part_rows[kMaxParts] = {};
   int blocks() const { return static_cast<int>((tokens + block_size - 1) / block_size); }
 };

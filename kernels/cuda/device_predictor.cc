@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "cuda_status.h"
+#include "scores_top_lists.h"
 #include "select.h"  // kernels/cpu: SelectionGraphParams
 
 namespace cab::cuda {
@@ -48,6 +49,19 @@ DevicePredictor::~DevicePredictor() {
 
 absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
                                       bool graph_only) {
+  return EnqueueRange(in, p, row_begin, row_end, graph_only, 0, in.batch * in.q_heads);
+}
+
+absl::Status DevicePredictor::EnqueueHeads(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
+                                           int head0, int total_heads) {
+  if (head0 < 0 || head0 + in.batch * in.q_heads > total_heads) {
+    return absl::InvalidArgumentError("predictor: head range outside the request's heads");
+  }
+  return EnqueueRange(in, p, row_begin, row_end, false, head0, total_heads);
+}
+
+absl::Status DevicePredictor::EnqueueRange(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
+                                           bool graph_only, int head0, int total_heads) {
   CAB_CUDA_RETURN(cudaSetDevice(device_));
   const DeviceMaskParams dp = DeviceMaskParams::From(p);
   const int M = in.blocks;
@@ -56,17 +70,21 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   const int stride = graph_only ? std::min(dp.degree + 1, M) : TopCapacity(dp, M);
   rows_ = graph_only ? 0 : row_end - row_begin;
   row_begin_ = row_begin;
+  mask_heads_ = total_heads;
 
+  // Buffers for every head of the request; this range writes from head0 on. (A later range finds
+  // them large enough: no reallocation under work in flight.)
   const size_t elems_q = static_cast<size_t>(heads) * M * in.dim;
   const size_t elems_k = static_cast<size_t>(in.batch) * in.kv_heads * M * in.dim;
-  CAB_RETURN_IF_ERROR(scores_.Reserve(static_cast<size_t>(heads) * M * M * sizeof(float)));
-  CAB_RETURN_IF_ERROR(top_.Reserve(static_cast<size_t>(heads) * M * stride * sizeof(int32_t)));
-  CAB_RETURN_IF_ERROR(top_count_.Reserve(static_cast<size_t>(heads) * M * sizeof(int32_t)));
-  CAB_RETURN_IF_ERROR(row_max_.Reserve(static_cast<size_t>(heads) * M * sizeof(float)));
-  CAB_RETURN_IF_ERROR(row_inv_.Reserve(static_cast<size_t>(heads) * M * sizeof(float)));
-  CAB_RETURN_IF_ERROR(adj_.Reserve(static_cast<size_t>(heads) * M * W * sizeof(uint32_t)));
-  CAB_RETURN_IF_ERROR(degree_.Reserve(static_cast<size_t>(heads) * M * sizeof(int32_t)));
-  CAB_RETURN_IF_ERROR(keep_.Reserve(std::max<size_t>(1, static_cast<size_t>(heads) * rows_ * W * sizeof(uint32_t))));
+  const size_t all = static_cast<size_t>(total_heads), h0 = static_cast<size_t>(head0);
+  CAB_RETURN_IF_ERROR(scores_.Reserve(all * M * M * sizeof(float)));
+  CAB_RETURN_IF_ERROR(top_.Reserve(all * M * stride * sizeof(int32_t)));
+  CAB_RETURN_IF_ERROR(top_count_.Reserve(all * M * sizeof(int32_t)));
+  CAB_RETURN_IF_ERROR(row_max_.Reserve(all * M * sizeof(float)));
+  CAB_RETURN_IF_ERROR(row_inv_.Reserve(all * M * sizeof(float)));
+  CAB_RETURN_IF_ERROR(adj_.Reserve(all * M * W * sizeof(uint32_t)));
+  CAB_RETURN_IF_ERROR(degree_.Reserve(all * M * sizeof(int32_t)));
+  CAB_RETURN_IF_ERROR(keep_.Reserve(std::max<size_t>(1, all * rows_ * W * sizeof(uint32_t))));
 
   ScoreArgs sa;
   sa.batch = in.batch;
@@ -109,13 +127,13 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   graph_.heads = static_cast<int>(heads);
   graph_.blocks = M;
   graph_.top_stride = stride;
-  graph_.scores = scores_.as<float>();
-  graph_.top = top_.as<int32_t>();
-  graph_.top_count = top_count_.as<int32_t>();
-  graph_.row_max = row_max_.as<float>();
-  graph_.row_inv = row_inv_.as<float>();
-  graph_.adj = adj_.as<uint32_t>();
-  graph_.degree = degree_.as<int32_t>();
+  graph_.scores = scores_.as<float>() + h0 * M * M;
+  graph_.top = top_.as<int32_t>() + h0 * M * stride;
+  graph_.top_count = top_count_.as<int32_t>() + h0 * M;
+  graph_.row_max = row_max_.as<float>() + h0 * M;
+  graph_.row_inv = row_inv_.as<float>() + h0 * M;
+  graph_.adj = adj_.as<uint32_t>() + h0 * M * W;
+  graph_.degree = degree_.as<int32_t>() + h0 * M;
 
   // magnitude and quest rank by S alone: no graph needed. The graph's bitsets are zeroed first (the
   // top-list pass may set the edges), its degrees counted only where the selection does not count
@@ -124,17 +142,24 @@ absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParam
   const bool degree_pass = graph_only || !SelectCountsDegrees(dp, M);
   CAB_CUDA_RETURN(cudaEventRecord(events_[0], stream_));
   if (needs_graph) CAB_RETURN_IF_ERROR(LaunchClearGraph(graph_, stream_));
-  // CAB_CUDA_FULL_SCORES=1 computes all of S in one GEMM (for benchmarks comparing the two).
-  static const bool full_scores = std::getenv("CAB_CUDA_FULL_SCORES") != nullptr;
-  CAB_RETURN_IF_ERROR(LaunchScores(cublas_, sa, stream_, full_scores ? nullptr : &causal_scores_));
-  CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
   bool edges_set = false;
-  CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, needs_graph, &edges_set, stream_));
+  if (FusedScoreTopListsApply(sa, graph_, dp, graph_only)) {
+    // S stays in shared memory; the stage timings put the fused kernel under "scores".
+    CAB_RETURN_IF_ERROR(LaunchFusedScoreTopLists(sa, graph_, dp, needs_graph, stream_));
+    edges_set = needs_graph;
+    CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
+  } else {
+    // CAB_CUDA_FULL_SCORES=1 computes all of S in one GEMM (for benchmarks comparing the two).
+    static const bool full_scores = std::getenv("CAB_CUDA_FULL_SCORES") != nullptr;
+    CAB_RETURN_IF_ERROR(LaunchScores(cublas_, sa, stream_, full_scores ? nullptr : &causal_scores_));
+    CAB_CUDA_RETURN(cudaEventRecord(events_[1], stream_));
+    CAB_RETURN_IF_ERROR(LaunchTopLists(graph_, dp, graph_only, needs_graph, &edges_set, stream_));
+  }
   CAB_CUDA_RETURN(cudaEventRecord(events_[2], stream_));
   if (needs_graph) CAB_RETURN_IF_ERROR(LaunchGraph(graph_, dp, !edges_set, degree_pass, stream_));
   CAB_CUDA_RETURN(cudaEventRecord(events_[3], stream_));
   if (!graph_only) {
-    CAB_RETURN_IF_ERROR(LaunchSelect(graph_, dp, row_begin, rows_, keep_.as<uint32_t>(), stream_));
+    CAB_RETURN_IF_ERROR(LaunchSelect(graph_, dp, row_begin, rows_, keep_.as<uint32_t>() + h0 * rows_ * W, stream_));
   }
   CAB_CUDA_RETURN(cudaEventRecord(events_[4], stream_));
   return absl::OkStatus();
@@ -149,7 +174,7 @@ absl::StatusOr<std::array<float, kStageCount>> DevicePredictor::StageMs() {
 
 absl::Status DevicePredictor::DownloadMask(BlockMask* out) {
   const int M = graph_.blocks, W = graph_.words();
-  const int64_t rows = static_cast<int64_t>(graph_.heads) * rows_;
+  const int64_t rows = static_cast<int64_t>(mask_heads_) * rows_;
   out->cols = M;
   out->row_begin = row_begin_;
   out->rows = rows_;

@@ -67,6 +67,13 @@ class DevicePredictor {
   // Enqueues the whole prediction for rows [row_begin, row_end) of `p` (row_end resolved by the
   // caller). graph_only: stop after the graph (for Graph()). Asynchronous.
   absl::Status Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end, bool graph_only);
+  // The prediction of heads [head0, head0 + in.batch * in.q_heads) of a request of total_heads
+  // (batch * query heads) heads, `in` pointing at those heads' operands: each head's outputs land
+  // at its place in the buffers, so that once every head has been enqueued (in any number of
+  // ranges, on this stream) DownloadMask returns the mask one Enqueue of all heads gives. For a
+  // pipeline that predicts head groups as their coarsening ends (pipelined_predictor.h).
+  absl::Status EnqueueHeads(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end, int head0,
+                            int total_heads);
 
   // Converts the kept bitsets into a CSR BlockMask on the device (MaskCsr) and downloads it; waits.
   absl::Status DownloadMask(BlockMask* out);
@@ -93,8 +100,11 @@ class DevicePredictor {
   DeviceBuffer scores_, top_, top_count_, row_max_, row_inv_, adj_, degree_, keep_, q16_, k16_, curvature_;
   MaskCsr csr_;
   CausalScorePlan causal_scores_;
-  GraphBuffers graph_;
+  absl::Status EnqueueRange(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
+                            bool graph_only, int head0, int total_heads);
+  GraphBuffers graph_;  // the last range's view (pointers at its first head)
   int rows_ = 0, row_begin_ = 0;
+  int mask_heads_ = 0;  // heads of the mask DownloadMask assembles
 };
 
 }  // namespace cab::cuda

@@ -1,0 +1,104 @@
+#include "pipelined_predictor.h"
+
+#include <algorithm>
+
+#include "cuda_status.h"
+#include "select.h"  // kernels/cpu: SelectionGraphParams
+#include "stream_wait.h"
+
+namespace cab::cuda {
+
+absl::StatusOr<std::unique_ptr<PipelinedPredictor>> PipelinedPredictor::Create(DevicePredictor* pred,
+                                                                               const PipelineOptions& o) {
+  if (pred == nullptr || o.groups < 1 || o.coarsen_sms < 1) {
+    return absl::InvalidArgumentError("pipeline: needs a predictor, at least one group and one SM");
+  }
+  std::unique_ptr<PipelinedPredictor> p(new PipelinedPredictor());
+  p->pred_ = pred;
+  p->options_ = o;
+  CAB_CUDA_RETURN(cudaSetDevice(pred->device()));
+  auto partition = CreatePartitionStream(pred->device(), o.coarsen_sms);
+  if (!partition.ok()) return partition.status();
+  p->partition_ = *partition;
+  const size_t counter_bytes = (2 + CoarsenArgs::kMaxParts) * sizeof(uint32_t);
+  CAB_CUDA_RETURN(cudaMalloc(&p->counters_, counter_bytes));
+  CAB_CUDA_RETURN(cudaMemset(p->counters_, 0, counter_bytes));
+  CAB_CUDA_RETURN(cudaEventCreate(&p->started_));
+  CAB_CUDA_RETURN(cudaEventCreate(&p->coarsened_));
+  p->predicted_.resize(CoarsenArgs::kMaxParts, nullptr);
+  for (auto& e : p->predicted_) CAB_CUDA_RETURN(cudaEventCreate(&e));
+  return p;
+}
+
+PipelinedPredictor::~PipelinedPredictor() {
+  if (pred_) cudaSetDevice(pred_->device());
+  if (partition_.stream) cudaStreamSynchronize(partition_.stream);
+  for (auto& e : predicted_) if (e) cudaEventDestroy(e);
+  if (coarsened_) cudaEventDestroy(coarsened_);
+  if (started_) cudaEventDestroy(started_);
+  if (counters_) cudaFree(counters_);
+  DestroyPartitionStream(&partition_);
+}
+
+absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs& k, const PredictorInputs& in,
+                                         const MaskParams& p, int row_begin, int row_end) {
+  const int q_rows = q.batch * q.heads, kv_rows = k.batch * k.heads;
+  if (kv_rows < 1 || q_rows % kv_rows != 0 || q.maxl2_bf16 == nullptr || k.maxl2_bf16 == nullptr ||
+      in.q_rep_bf16 != q.maxl2_bf16 || in.k_feature_bf16 != k.maxl2_bf16 || !in.bf16_exact ||
+      in.batch * in.q_heads != q_rows || in.batch * in.kv_heads != kv_rows || in.blocks != q.blocks()) {
+    return absl::InvalidArgumentError("pipeline: inputs must be the bf16 max-L2 representatives of q and k, whole kv groups");
+  }
+  if (cpu::SelectionGraphParams(p).estimator != Estimator::kMaxL2) {
+    return absl::InvalidArgumentError("pipeline: the scores must come from the max-L2 representatives");
+  }
+  CAB_CUDA_RETURN(cudaSetDevice(pred_->device()));
+  const int group_q = q_rows / kv_rows;  // query heads per kv head: a group holds whole kv groups
+  const int G = std::min({options_.groups, kv_rows, CoarsenArgs::kMaxParts});
+  // kv rows per group, the larger ones first: the prediction after the last group is the shortest.
+  std::vector<int> kv_part(G, kv_rows / G);
+  for (int g = 0; g < kv_rows % G; ++g) ++kv_part[g];
+
+  CoarsenArgs qa = q, ka = k;
+  uint32_t* counts = counters_ + 2;
+  qa.work_counter = ka.work_counter = counters_;
+  qa.groups = ka.groups = G;
+  qa.group_done = ka.group_done = counts;
+  qa.evict_first = ka.evict_first = true;
+  for (int g = 0; g < CoarsenArgs::kMaxParts; ++g) {
+    qa.part_rows[g] = g < G ? kv_part[g] * group_q : 0;
+    ka.part_rows[g] = g < G ? kv_part[g] : 0;
+  }
+  const cudaStream_t stream = pred_->stream(), side = partition_.stream;
+  CAB_CUDA_RETURN(cudaEventRecord(started_, stream));
+  CAB_CUDA_RETURN(cudaStreamWaitEvent(side, started_, 0));
+  CAB_RETURN_IF_ERROR(LaunchCoarsenPair(qa, ka, side));  // refuses before launching where parts cannot run
+  CAB_CUDA_RETURN(cudaEventRecord(coarsened_, side));
+
+  const int M = in.blocks;
+  const size_t per_row = static_cast<size_t>(M) * in.dim;  // elements of one (b, h) row's representatives
+  groups_ = G;
+  absl::Status enqueued = absl::OkStatus();
+  for (int g = 0, kv0 = 0; g < G && enqueued.ok(); kv0 += kv_part[g], ++g) {
+    const int q0 = kv0 * group_q, nq = kv_part[g] * group_q;
+    enqueued = EnqueueWaitAtLeast(stream, counts + g, static_cast<uint32_t>((nq + kv_part[g]) * M));
+    if (!enqueued.ok()) break;
+    PredictorInputs part = in;
+    part.batch = 1;  // a group's rows are consecutive (b, h) rows: kv row of query row r is r / group_q
+    part.q_heads = nq;
+    part.kv_heads = kv_part[g];
+    part.q_rep_bf16 = in.q_rep_bf16 + q0 * per_row;
+    part.k_feature_bf16 = in.k_feature_bf16 + kv0 * per_row;
+    part.q_rep = in.q_rep ? in.q_rep + q0 * per_row : nullptr;
+    part.k_feature = in.k_feature ? in.k_feature + kv0 * per_row : nullptr;
+    part.kmin = in.kmin ? in.kmin + kv0 * per_row : nullptr;
+    part.kmax = in.kmax ? in.kmax + kv0 * per_row : nullptr;
+    enqueued = pred_->EnqueueHeads(part, p, row_begin, row_end, q0, q_rows);
+    if (enqueued.ok()) enqueued = CudaStatus(cudaEventRecord(predicted_[g], stream), "cudaEventRecord");
+  }
+  // The counts start from zero next time, also after a failed group: after the read has ended.
+  CAB_CUDA_RETURN(cudaStreamWaitEvent(stream, coarsened_, 0));
+  CAB_CUDA_RETURN(cudaMemsetAsync(counts, 0, G * sizeof(uint32_t), stream));
+  return enqueued;
+}
+
+}  // namespace cab::cuda

@@ -10,8 +10,8 @@ namespace cab::cuda {
 
 absl::StatusOr<std::unique_ptr<PipelinedPredictor>> PipelinedPredictor::Create(DevicePredictor* pred,
                                                                                const PipelineOptions& o) {
-  if (pred == nullptr || o.groups < 1 || o.coarsen_sms < 1) {
-    return absl::InvalidArgumentError("pipeline: needs a predictor, at least one group and one SM");
+  if (pred == nullptr || o.groups < 1 || o.coarsen_sms < 1 || o.streams < 1 || o.streams > 4) {
+    return absl::InvalidArgumentError("pipeline: needs a predictor, at least one group and one SM, 1 to 4 streams");
   }
   std::unique_ptr<PipelinedPredictor> p(new PipelinedPredictor());
   p->pred_ = pred;
@@ -25,6 +25,12 @@ absl::StatusOr<std::unique_ptr<PipelinedPredictor>> PipelinedPredictor::Create(D
   CAB_CUDA_RETURN(cudaMemset(p->counters_, 0, counter_bytes));
   CAB_CUDA_RETURN(cudaEventCreate(&p->started_));
   CAB_CUDA_RETURN(cudaEventCreate(&p->coarsened_));
+  CAB_CUDA_RETURN(cudaEventCreateWithFlags(&p->joined_, cudaEventDisableTiming));
+  for (int i = 1; i < o.streams; ++i) {
+    cudaStream_t s = nullptr;
+    CAB_CUDA_RETURN(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    p->extra_streams_.push_back(s);
+  }
   p->predicted_.resize(CoarsenArgs::kMaxParts, nullptr);
   for (auto& e : p->predicted_) CAB_CUDA_RETURN(cudaEventCreate(&e));
   return p;
@@ -34,6 +40,11 @@ PipelinedPredictor::~PipelinedPredictor() {
   if (pred_) cudaSetDevice(pred_->device());
   if (partition_.stream) cudaStreamSynchronize(partition_.stream);
   for (auto& e : predicted_) if (e) cudaEventDestroy(e);
+  for (cudaStream_t s : extra_streams_) {
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+  }
+  if (joined_) cudaEventDestroy(joined_);
   if (coarsened_) cudaEventDestroy(coarsened_);
   if (started_) cudaEventDestroy(started_);
   if (counters_) cudaFree(counters_);
@@ -55,8 +66,14 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
   const int group_q = q_rows / kv_rows;  // query heads per kv head: a group holds whole kv groups
   const int G = std::min({options_.groups, kv_rows, CoarsenArgs::kMaxParts});
   // kv rows per group, the larger ones first: the prediction after the last group is the shortest.
-  std::vector<int> kv_part(G, kv_rows / G);
-  for (int g = 0; g < kv_rows % G; ++g) ++kv_part[g];
+  std::vector<int> kv_part(G, 0);
+  const bool taper = options_.taper && G >= 3 && kv_rows - 3 >= 2 * (G - 2);  // the rest still >= 2 per group
+  const int tail = taper ? 2 : 0, rest = kv_rows - (taper ? 3 : 0), even = G - tail;
+  for (int g = 0; g < even; ++g) kv_part[g] = rest / even + (g < rest % even ? 1 : 0);
+  if (taper) {
+    kv_part[G - 2] = 2;
+    kv_part[G - 1] = 1;
+  }
 
   CoarsenArgs qa = q, ka = k;
   uint32_t* counts = counters_ + 2;
@@ -69,7 +86,12 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
     ka.part_rows[g] = g < G ? kv_part[g] : 0;
   }
   const cudaStream_t stream = pred_->stream(), side = partition_.stream;
+  std::vector<cudaStream_t> streams = {stream};
+  streams.insert(streams.end(), extra_streams_.begin(), extra_streams_.end());
   CAB_CUDA_RETURN(cudaEventRecord(started_, stream));
+  for (cudaStream_t s : streams) {
+    if (s != stream) CAB_CUDA_RETURN(cudaStreamWaitEvent(s, started_, 0));
+  }
   CAB_CUDA_RETURN(cudaStreamWaitEvent(side, started_, 0));
   CAB_RETURN_IF_ERROR(LaunchCoarsenPair(qa, ka, side));  // refuses before launching where parts cannot run
   CAB_CUDA_RETURN(cudaEventRecord(coarsened_, side));
@@ -80,7 +102,9 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
   absl::Status enqueued = absl::OkStatus();
   for (int g = 0, kv0 = 0; g < G && enqueued.ok(); kv0 += kv_part[g], ++g) {
     const int q0 = kv0 * group_q, nq = kv_part[g] * group_q;
-    enqueued = EnqueueWaitAtLeast(stream, counts + g, static_cast<uint32_t>((nq + kv_part[g]) * M));
+    const cudaStream_t gs = streams[g % streams.size()];
+    pred_->UseStream(gs);
+    enqueued = EnqueueWaitAtLeast(gs, counts + g, static_cast<uint32_t>((nq + kv_part[g]) * M));
     if (!enqueued.ok()) break;
     PredictorInputs part = in;
     part.batch = 1;  // a group's rows are consecutive (b, h) rows: kv row of query row r is r / group_q
@@ -93,7 +117,13 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
     part.kmin = in.kmin ? in.kmin + kv0 * per_row : nullptr;
     part.kmax = in.kmax ? in.kmax + kv0 * per_row : nullptr;
     enqueued = pred_->EnqueueHeads(part, p, row_begin, row_end, q0, q_rows);
-    if (enqueued.ok()) enqueued = CudaStatus(cudaEventRecord(predicted_[g], stream), "cudaEventRecord");
+    if (enqueued.ok()) enqueued = CudaStatus(cudaEventRecord(predicted_[g], gs), "cudaEventRecord");
+  }
+  pred_->UseStream(stream);
+  for (cudaStream_t s : streams) {  // the caller's stream continues after every group
+    if (s == stream) continue;
+    CAB_CUDA_RETURN(cudaEventRecord(joined_, s));
+    CAB_CUDA_RETURN(cudaStreamWaitEvent(stream, joined_, 0));
   }
   // The counts start from zero next time, also after a failed group: after the read has ended.
   CAB_CUDA_RETURN(cudaStreamWaitEvent(stream, coarsened_, 0));

@@ -26,6 +26,13 @@ namespace cab::cuda {
 struct PipelineOptions {
   int groups = 8;         // head groups (at most one per kv head, at most CoarsenArgs::kMaxParts)
   int coarsen_sms = 64;   // SMs of the coarsening's partition; the prediction may use every SM
+  // Prediction streams, group g on stream g % streams: a group's prediction need not wait for the
+  // one before it to drain (the head ranges write disjoint parts of the predictor's buffers).
+  int streams = 2;
+  // The last two groups hold 2 and 1 kv rows (the others share the rest, larger first), so that the
+  // prediction left after the read is short; equal groups otherwise, or where rows are too few.
+  // (H100, 128k / block 128: no faster than equal groups, bench/results/gpu-pipeline-h100.md.)
+  bool taper = false;
 };
 
 class PipelinedPredictor {
@@ -59,6 +66,8 @@ class PipelinedPredictor {
   DevicePredictor* pred_ = nullptr;
   PipelineOptions options_;
   PartitionStream partition_;
+  std::vector<cudaStream_t> extra_streams_;  // prediction streams 1 .. streams - 1 (owned)
+  cudaEvent_t joined_ = nullptr;             // per extra stream, reused: its last group ended
   uint32_t* counters_ = nullptr;  // [0, 2): the coarsening's work counter; [2, 2 + kMaxParts): group counts
   cudaEvent_t started_ = nullptr, coarsened_ = nullptr;
   std::vector<cudaEvent_t> predicted_;

@@ -94,6 +94,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinCtas) FusedScoreTopListKernel
   __syncthreads();
 
   const int gr = lane / 4, t = lane % 4;
+  // (Loading the next tile's keys during this tile's products measured no faster: 0.122 vs 0.119
+  // ms at M = 1024, 32 heads, run 81.)
   for (int nt = warp; nt * 8 < C; nt += kWarps) {
     const int j = nt * 8 + gr;  // this lane's key row
     uint4 kv[kChunks];

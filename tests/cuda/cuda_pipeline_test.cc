@@ -39,15 +39,15 @@ bool HaveGpu() {
 }
 
 struct Case {
-  int B, Hq, Hkv, N, D, block, groups;
+  int B, Hq, Hkv, N, D, block, groups, streams;
   cab::MaskPolicy policy;
   int decode_rows;  // 0: every row; else the last decode_rows rows
 };
 
 std::string Describe(const Case& c) {
   char buf[160];
-  std::snprintf(buf, sizeof(buf), "B=%d Hq=%d Hkv=%d N=%d D=%d block=%d groups=%d policy=%s rows=%s", c.B, c.Hq, c.Hkv,
-                c.N, c.D, c.block, c.groups, cab::Name(c.policy).c_str(),
+  std::snprintf(buf, sizeof(buf), "B=%d Hq=%d Hkv=%d N=%d D=%d block=%d groups=%d streams=%d policy=%s rows=%s", c.B,
+                c.Hq, c.Hkv, c.N, c.D, c.block, c.groups, c.streams, cab::Name(c.policy).c_str(),
                 c.decode_rows ? std::to_string(c.decode_rows).c_str() : "all");
   return buf;
 }
@@ -117,7 +117,7 @@ void RunCase(const Case& c) {
   ASSERT_TRUE((*pred)->DownloadMask(&want).ok());
   ASSERT_EQ(want.rows, M - row_begin);
 
-  auto piped = PipelinedPredictor::Create(pred->get(), {c.groups, 32});
+  auto piped = PipelinedPredictor::Create(pred->get(), {c.groups, 32, c.streams, true});
   ASSERT_TRUE(piped.ok()) << piped.status();
   for (int run = 0; run < 2; ++run) {
     // Garbage representatives (bf16 0xffff is NaN): only the coarsening of this run can repair them.
@@ -140,10 +140,10 @@ void RunCase(const Case& c) {
 TEST(PipelinedPredictor, SameMaskAsSequentialOrder) {
   if (!HaveGpu()) GTEST_SKIP() << "skipped: no CUDA device (this test runs on the GPU host)";
   const std::vector<Case> cases = {
-      {1, 8, 8, 16384, 128, 64, 4, cab::MaskPolicy::kCab, 0},        // the benchmark's layout, 8 heads
-      {2, 8, 2, 5000, 64, 64, 3, cab::MaskPolicy::kCab, 0},          // GQA, batch 2: parts of 2, 1, 1 kv rows
-      {1, 4, 4, 8192, 128, 128, 8, cab::MaskPolicy::kMagnitude, 0},  // more groups asked than kv heads
-      {1, 8, 4, 9000, 128, 64, 2, cab::MaskPolicy::kCab, 3},         // decode rows, partial last block
+      {1, 8, 8, 16384, 128, 64, 4, 2, cab::MaskPolicy::kCab, 0},        // tapered parts of 3, 2, 2, 1 heads
+      {2, 8, 2, 5000, 64, 64, 3, 2, cab::MaskPolicy::kCab, 0},          // GQA, batch 2: parts of 2, 1, 1 kv rows
+      {1, 4, 4, 8192, 128, 128, 8, 3, cab::MaskPolicy::kMagnitude, 0},  // more groups asked than kv heads
+      {1, 8, 4, 9000, 128, 64, 2, 1, cab::MaskPolicy::kCab, 3},         // one stream, decode rows, partial block
   };
   for (const Case& c : cases) RunCase(c);
 }
@@ -152,7 +152,7 @@ TEST(PipelinedPredictor, RefusesWhatItCannotTake) {
   if (!HaveGpu()) GTEST_SKIP() << "skipped: no CUDA device (this test runs on the GPU host)";
   auto pred = DevicePredictor::Create(0, cab::cuda::GemmPolicy::kAuto);
   ASSERT_TRUE(pred.ok()) << pred.status();
-  auto piped = PipelinedPredictor::Create(pred->get(), {4, 32});
+  auto piped = PipelinedPredictor::Create(pred->get(), {4, 32, 2, true});
   ASSERT_TRUE(piped.ok()) << piped.status();
   __nv_bfloat16* buf = nullptr;
   ASSERT_EQ(cudaMalloc(&buf, 1 << 20), cudaSuccess);

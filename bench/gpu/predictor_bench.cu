@@ -12,7 +12,7 @@
 // (pipelined_predictor.h): the coarsening as one launch on --pipelined_sms SMs (default 64) that
 // counts each of --pipelined=G head groups (default 8; 0: column not run) as it finishes, each
 // group predicted as soon as it is coarsened, on --pipelined_streams streams (2), the last groups
-// small with --pipelined_taper=1 (PipelineOptions); its mask is checked against the sequential run's
+// small with --pipelined_taper=1, no L2 evict-first hint with --pipelined_evict=0 (PipelineOptions); its mask is checked against the sequential run's
 // (the line after the table says whether every size gave the identical mask).
 //
 // --pipeline=G (an experiment, timing only; the predecessor of PipelinedPredictor): heads in G groups, each group's coarsening on a second
@@ -40,7 +40,7 @@
 //                 [--sparsity=0.95] [--policy=cab] [--iters=30] [--warmup=5] [--gemm=auto] [--out=FILE]
 //                 [--k_bounds=auto|on|off] [--pipeline=1] [--coarsen_ctas=0] [--claim=auto|on|off] [--green_sms=0] [--one_launch] [--pred_rest] [--persist_mib=0]
 //                 [--head_groups=A,B,...] [--pred_streams=1] [--pred=full|graph|scores|spin:US|none|nowait]
-//                 [--pipelined=8] [--pipelined_sms=64] [--pipelined_streams=2] [--pipelined_taper=0]
+//                 [--pipelined=8] [--pipelined_sms=64] [--pipelined_streams=2] [--pipelined_taper=0] [--pipelined_evict=1]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -114,7 +114,8 @@ float Median(std::vector<float> v) {
 int main(int argc, char** argv) {
   std::vector<int> ns = {4096, 16384, 65536, 131072}, blocks = {64, 128}, head_groups;
   int heads = 32, dim = 128, iters = 30, warmup = 5, pipeline = 1, coarsen_ctas = 0, green_sms = 0, persist_mib = 0,
-      pred_streams = 1, pipelined = 8, pipelined_sms = 64, pipelined_streams = 2, pipelined_taper = 0;
+      pred_streams = 1, pipelined = 8, pipelined_sms = 64, pipelined_streams = 2, pipelined_taper = 0,
+      pipelined_evict = 1;
   std::string k_bounds = "auto", claim = "auto";
   bool one_launch = false, pred_rest = false;
   float sparsity = 0.95f;
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
     else if (const char* v = val("--pipelined_sms=")) pipelined_sms = std::atoi(v);
     else if (const char* v = val("--pipelined_streams=")) pipelined_streams = std::atoi(v);
     else if (const char* v = val("--pipelined_taper=")) pipelined_taper = std::atoi(v);
+    else if (const char* v = val("--pipelined_evict=")) pipelined_evict = std::atoi(v);
     else { std::fprintf(stderr, "unknown argument %s\n", s); return 2; }
   }
   cab::cuda::GemmPolicy gp = cab::cuda::GemmPolicy::kAuto;
@@ -204,7 +206,7 @@ int main(int argc, char** argv) {
   // for policies whose scores come from the bf16 representatives.
   std::unique_ptr<cab::cuda::PipelinedPredictor> piped;
   if (pipelined > 0 && pipeline == 1 && green_sms == 0 && pred_what == "full" && bf16_scores_only) {
-    auto made = cab::cuda::PipelinedPredictor::Create(&pred, {pipelined, pipelined_sms, pipelined_streams, pipelined_taper != 0});
+    auto made = cab::cuda::PipelinedPredictor::Create(&pred, {pipelined, pipelined_sms, pipelined_streams, pipelined_taper != 0, pipelined_evict != 0});
     if (made.ok()) {
       piped = std::move(*made);
     } else {

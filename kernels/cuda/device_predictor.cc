@@ -47,21 +47,29 @@ DevicePredictor::~DevicePredictor() {
   if (own_stream_) cudaStreamDestroy(own_stream_);
 }
 
+absl::Status DevicePredictor::ClearGraphs(int total_heads, int blocks) {
+  CAB_CUDA_RETURN(cudaSetDevice(device_));
+  const size_t bytes = static_cast<size_t>(total_heads) * blocks * ((blocks + 31) / 32) * sizeof(uint32_t);
+  CAB_RETURN_IF_ERROR(adj_.Reserve(bytes));
+  CAB_CUDA_RETURN(cudaMemsetAsync(adj_.as<uint32_t>(), 0, bytes, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status DevicePredictor::Enqueue(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
                                       bool graph_only) {
-  return EnqueueRange(in, p, row_begin, row_end, graph_only, 0, in.batch * in.q_heads);
+  return EnqueueRange(in, p, row_begin, row_end, graph_only, 0, in.batch * in.q_heads, true);
 }
 
 absl::Status DevicePredictor::EnqueueHeads(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
-                                           int head0, int total_heads) {
+                                           int head0, int total_heads, bool graphs_cleared) {
   if (head0 < 0 || head0 + in.batch * in.q_heads > total_heads) {
     return absl::InvalidArgumentError("predictor: head range outside the request's heads");
   }
-  return EnqueueRange(in, p, row_begin, row_end, false, head0, total_heads);
+  return EnqueueRange(in, p, row_begin, row_end, false, head0, total_heads, !graphs_cleared);
 }
 
 absl::Status DevicePredictor::EnqueueRange(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
-                                           bool graph_only, int head0, int total_heads) {
+                                           bool graph_only, int head0, int total_heads, bool clear_graph) {
   CAB_CUDA_RETURN(cudaSetDevice(device_));
   const DeviceMaskParams dp = DeviceMaskParams::From(p);
   const int M = in.blocks;
@@ -141,7 +149,7 @@ absl::Status DevicePredictor::EnqueueRange(const PredictorInputs& in, const Mask
   const bool needs_graph = graph_only || p.policy == MaskPolicy::kCab || p.policy == MaskPolicy::kAdaptive;
   const bool degree_pass = graph_only || !SelectCountsDegrees(dp, M);
   CAB_CUDA_RETURN(cudaEventRecord(events_[0], stream_));
-  if (needs_graph) CAB_RETURN_IF_ERROR(LaunchClearGraph(graph_, stream_));
+  if (needs_graph && clear_graph) CAB_RETURN_IF_ERROR(LaunchClearGraph(graph_, stream_));
   bool edges_set = false;
   if (FusedScoreTopListsApply(sa, graph_, dp, graph_only)) {
     // S stays in shared memory; the stage timings put the fused kernel under "scores".

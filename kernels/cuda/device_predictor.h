@@ -72,8 +72,13 @@ class DevicePredictor {
   // at its place in the buffers, so that once every head has been enqueued (in any number of
   // ranges, on this stream) DownloadMask returns the mask one Enqueue of all heads gives. For a
   // pipeline that predicts head groups as their coarsening ends (pipelined_predictor.h).
+  // graphs_cleared: ClearGraphs ran for this request, the range does not zero its bitsets itself.
   absl::Status EnqueueHeads(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end, int head0,
-                            int total_heads);
+                            int total_heads, bool graphs_cleared = false);
+  // Zeroes the graph bitsets of all total_heads heads of `blocks` blocks (enqueued), for ranges
+  // enqueued with graphs_cleared: a pipeline clears before it waits for the coarsening, so that one
+  // kernel less runs after the read.
+  absl::Status ClearGraphs(int total_heads, int blocks);
 
   // Converts the kept bitsets into a CSR BlockMask on the device (MaskCsr) and downloads it; waits.
   absl::Status DownloadMask(BlockMask* out);
@@ -101,7 +106,7 @@ class DevicePredictor {
   MaskCsr csr_;
   CausalScorePlan causal_scores_;
   absl::Status EnqueueRange(const PredictorInputs& in, const MaskParams& p, int row_begin, int row_end,
-                            bool graph_only, int head0, int total_heads);
+                            bool graph_only, int head0, int total_heads, bool clear_graph);
   GraphBuffers graph_;  // the last range's view (pointers at its first head)
   int rows_ = 0, row_begin_ = 0;
   int mask_heads_ = 0;  // heads of the mask DownloadMask assembles

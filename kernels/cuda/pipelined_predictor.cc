@@ -80,7 +80,7 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
   qa.work_counter = ka.work_counter = counters_;
   qa.groups = ka.groups = G;
   qa.group_done = ka.group_done = counts;
-  qa.evict_first = ka.evict_first = true;
+  qa.evict_first = ka.evict_first = options_.evict_first;
   for (int g = 0; g < CoarsenArgs::kMaxParts; ++g) {
     qa.part_rows[g] = g < G ? kv_part[g] * group_q : 0;
     ka.part_rows[g] = g < G ? kv_part[g] : 0;
@@ -89,8 +89,12 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
   std::vector<cudaStream_t> streams = {stream};
   streams.insert(streams.end(), extra_streams_.begin(), extra_streams_.end());
   CAB_CUDA_RETURN(cudaEventRecord(started_, stream));
+  // Every head's graph zeroed now, not after each group's wait (joined_ marks it for the other
+  // prediction streams).
+  CAB_RETURN_IF_ERROR(pred_->ClearGraphs(q_rows, in.blocks));
+  CAB_CUDA_RETURN(cudaEventRecord(joined_, stream));
   for (cudaStream_t s : streams) {
-    if (s != stream) CAB_CUDA_RETURN(cudaStreamWaitEvent(s, started_, 0));
+    if (s != stream) CAB_CUDA_RETURN(cudaStreamWaitEvent(s, joined_, 0));
   }
   CAB_CUDA_RETURN(cudaStreamWaitEvent(side, started_, 0));
   CAB_RETURN_IF_ERROR(LaunchCoarsenPair(qa, ka, side));  // refuses before launching where parts cannot run
@@ -116,7 +120,7 @@ absl::Status PipelinedPredictor::Enqueue(const CoarsenArgs& q, const CoarsenArgs
     part.k_feature = in.k_feature ? in.k_feature + kv0 * per_row : nullptr;
     part.kmin = in.kmin ? in.kmin + kv0 * per_row : nullptr;
     part.kmax = in.kmax ? in.kmax + kv0 * per_row : nullptr;
-    enqueued = pred_->EnqueueHeads(part, p, row_begin, row_end, q0, q_rows);
+    enqueued = pred_->EnqueueHeads(part, p, row_begin, row_end, q0, q_rows, /*graphs_cleared=*/true);
     if (enqueued.ok()) enqueued = CudaStatus(cudaEventRecord(predicted_[g], gs), "cudaEventRecord");
   }
   pred_->UseStream(stream);

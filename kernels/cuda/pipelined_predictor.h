@@ -33,6 +33,8 @@ struct PipelineOptions {
   // prediction left after the read is short; equal groups otherwise, or where rows are too few.
   // (H100, 128k / block 128: no faster than equal groups, bench/results/gpu-pipeline-h100.md.)
   bool taper = false;
+  // The coarsening's copies carry the L2 evict-first hint (CoarsenArgs::evict_first).
+  bool evict_first = true;
 };
 
 class PipelinedPredictor {
@@ -67,7 +69,7 @@ class PipelinedPredictor {
   PipelineOptions options_;
   PartitionStream partition_;
   std::vector<cudaStream_t> extra_streams_;  // prediction streams 1 .. streams - 1 (owned)
-  cudaEvent_t joined_ = nullptr;             // per extra stream, reused: its last group ended
+  cudaEvent_t joined_ = nullptr;             // reused: graphs cleared (fork), then each extra stream's end (join)
   uint32_t* counters_ = nullptr;  // [0, 2): the coarsening's work counter; [2, 2 + kMaxParts): group counts
   cudaEvent_t started_ = nullptr, coarsened_ = nullptr;
   std::vector<cudaEvent_t> predicted_;

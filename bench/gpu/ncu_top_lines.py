@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The hottest source lines of one kernel in an Nsight Compute report, by warp stall samples.
+"""The hottest CUDA source lines of one kernel in an Nsight Compute report, by warp stall samples.
 
-On the GPU host, after collecting with source counters (the plugin is built with -lineinfo):
+On the GPU host (the plugin is built with -lineinfo):
   ncu --kernel-name regex:Fused --launch-count 1 --section SourceCounters --section WarpStateStats \
       --import-source yes -o /tmp/rep <command>
-  bench/gpu/ncu_top_lines.py /tmp/rep.ncu-rep [--top 30]
-Reads `ncu -i REPORT --page source --csv --print-source cuda` and prints the lines with the most
-samples (all samples, then the part not issued), with their share of the kernel's samples.
+  bench/gpu/ncu_top_lines.py /tmp/rep.ncu-rep [--top 30]        (or: --csv FILE, a saved export)
+Reads `ncu -i REPORT --page source --csv --print-source cuda,sass`: per source file a header row,
+then each CUDA line (with its summed metrics) followed by its SASS rows. Prints the lines with the
+most samples: share of all samples, share of the not-issued ones, file:line, source.
 """
 import argparse
 import csv
@@ -14,38 +15,40 @@ import io
 import subprocess
 
 
+def number(text):
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("report")
+    ap.add_argument("report", nargs="?")
+    ap.add_argument("--csv", help="an exported CSV instead of a report")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--ncu", default="/usr/local/cuda/bin/ncu")
     args = ap.parse_args()
-    out = subprocess.run([args.ncu, "-i", args.report, "--page", "source", "--csv", "--print-source", "cuda"],
-                         capture_output=True, text=True, check=False)
-    rows = list(csv.reader(io.StringIO(out.stdout)))
-    header_at = next((i for i, r in enumerate(rows) if any("Stall Sampling" in c for c in r)), None)
-    if header_at is None:
-        print("no stall sampling columns in the report:", out.stdout[:400], out.stderr[:400])
-        return
-    header = rows[header_at]
-    all_col = next(i for i, c in enumerate(header) if "Stall Sampling (All" in c)
-    not_issued = next((i for i, c in enumerate(header) if "Stall Sampling (Not" in c), None)
-    src_col = next((i for i, c in enumerate(header) if c.strip() == "Source"), 1)
-    line_col = next((i for i, c in enumerate(header) if c.strip() in ("#", "Line", "# Line")), 0)
-
-    def num(s):
-        try:
-            return float(s.replace(",", ""))
-        except ValueError:
-            return 0.0
-
-    body = [r for r in rows[header_at + 1:] if len(r) > all_col]
-    total = sum(num(r[all_col]) for r in body) or 1.0
-    body.sort(key=lambda r: -num(r[all_col]))
-    print(f"{'line':>6} {'all %':>6} {'not issued %':>12}  source")
-    for r in body[: args.top]:
-        ni = num(r[not_issued]) / total * 100 if not_issued is not None else 0.0
-        print(f"{r[line_col]:>6} {num(r[all_col]) / total * 100:6.1f} {ni:12.1f}  {r[src_col].strip()[:110]}")
+    if args.csv:
+        text = open(args.csv).read()
+    else:
+        text = subprocess.run([args.ncu, "-i", args.report, "--page", "source", "--csv", "--print-source", "cuda,sass"],
+                              capture_output=True, text=True, check=False).stdout
+    lines, path = [], "?"
+    for row in csv.reader(io.StringIO(text)):
+        if not row:
+            continue
+        if row[0] == "File Path":
+            path = row[1].rsplit("/", 1)[-1]
+        elif row[0].isdigit() and len(row) > 5:  # a CUDA line (SASS rows have no line number)
+            samples, not_issued = number(row[4]), number(row[5])
+            if samples is not None:
+                lines.append((samples, not_issued or 0.0, f"{path}:{row[0]}", row[1].strip()[:100]))
+    total = sum(s for s, _, _, _ in lines) or 1.0
+    lines.sort(key=lambda x: -x[0])
+    print(f"{int(total)} samples;  all %  not-issued %  file:line  source")
+    for samples, not_issued, where, source in lines[: args.top]:
+        print(f"{samples / total * 100:6.1f} {not_issued / total * 100:6.1f}  {where}  {source}")
 
 
 if __name__ == "__main__":
